@@ -1,0 +1,220 @@
+"""Command payload parsing and argument validation, free of I/O.
+
+Every service command arrives as ``<root>/cmd/<name>`` with a JSON object payload.  This module turns
+the raw bytes into a validated :class:`CommandRequest` or raises :class:`CommandError` with a message
+fit to be shown to an operator.  Nothing here touches the network or a device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+
+
+class CommandError(Exception):
+    """A command was refused. The message goes verbatim into the reply's ``error`` field."""
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One named argument of a command.
+
+    ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``list`` (of ``item_kind``) or ``"any"``.
+    ``minimum``/``maximum`` bound numbers (inclusive); ``choices`` restricts values.
+    """
+
+    name: str
+    kind: Any = str
+    required: bool = True
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: Sequence[Any] | None = None
+    item_kind: Any = None
+    help: str = ""
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` checked against this argument, or raise :class:`CommandError`."""
+        if self.kind == "any":
+            return value
+        if self.kind is list:
+            if not isinstance(value, list):
+                raise CommandError(f"argument '{self.name}' must be a list, got {_type_name(value)}")
+            if len(value) > 10_000:
+                raise CommandError(f"argument '{self.name}' has too many items ({len(value)})")
+            if self.item_kind is None:
+                return list(value)
+            item = Arg(self.name + "[]", self.item_kind, choices=self.choices)
+            return [item.coerce(v) for v in value]
+        checked = _check_scalar(self.name, self.kind, value)
+        if self.kind in (int, float):
+            if self.minimum is not None and checked < self.minimum:
+                raise CommandError(f"argument '{self.name}'={checked} is below the minimum {self.minimum}")
+            if self.maximum is not None and checked > self.maximum:
+                raise CommandError(f"argument '{self.name}'={checked} is above the maximum {self.maximum}")
+        if self.choices is not None and checked not in self.choices:
+            allowed = ", ".join(str(c) for c in self.choices)
+            raise CommandError(f"argument '{self.name}'={checked!r} is not one of: {allowed}")
+        return checked
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_scalar(name: str, kind: Any, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise CommandError(f"argument '{name}' must be a boolean, got {_type_name(value)}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CommandError(f"argument '{name}' must be an integer, got {_type_name(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise CommandError(f"argument '{name}' must be an integer, got {value!r}")
+            return int(value)
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CommandError(f"argument '{name}' must be a number, got {_type_name(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise CommandError(f"argument '{name}' must be a finite number")
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise CommandError(f"argument '{name}' must be a string, got {_type_name(value)}")
+        if len(value) > 4096:
+            raise CommandError(f"argument '{name}' is too long ({len(value)} characters)")
+        return value
+    raise CommandError(f"argument '{name}' has an unsupported type")  # pragma: no cover - programming error
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A command a service accepts: its name, its arguments and the handler that carries it out."""
+
+    name: str
+    handler: Callable[[dict[str, Any]], dict[str, Any] | None]
+    args: tuple[Arg, ...] = ()
+    help: str = ""
+    allow_extra: bool = False
+
+    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Check ``raw`` (the payload without ``id``) and return the arguments with defaults filled in."""
+        known = {a.name for a in self.args}
+        if not self.allow_extra:
+            extra = sorted(set(raw) - known)
+            if extra:
+                raise CommandError(
+                    f"unknown argument(s) for '{self.name}': {', '.join(extra)}"
+                    + (f" (accepted: {', '.join(sorted(known))})" if known else " (it takes none)")
+                )
+        out: dict[str, Any] = dict(raw) if self.allow_extra else {}
+        for arg in self.args:
+            value = raw.get(arg.name, _MISSING)
+            if value is _MISSING or value is None:
+                if arg.required:
+                    raise CommandError(f"missing argument '{arg.name}' for '{self.name}'")
+                out[arg.name] = arg.default
+                continue
+            out[arg.name] = arg.coerce(value)
+        return out
+
+
+@dataclass
+class CommandRequest:
+    """A parsed command: its name, the caller's id (if any) and the raw arguments."""
+
+    command: str
+    id: Any = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, stopping early once ``limit`` is passed."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def peek_id(payload: bytes) -> Any:
+    """Best-effort extraction of ``id`` from a payload that may fail validation, for the error reply."""
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(obj, dict):
+        ident = obj.get("id")
+        if isinstance(ident, (str, int)) and not isinstance(ident, bool):
+            return ident if not isinstance(ident, str) or len(ident) <= 200 else None
+    return None
+
+
+def parse_payload(command: str, payload: bytes) -> CommandRequest:
+    """Decode a command payload into a :class:`CommandRequest`; raise :class:`CommandError` if malformed.
+
+    An empty payload means "no arguments". ``NaN``/``Infinity`` literals, non-objects, payloads larger
+    than :data:`MAX_PAYLOAD_BYTES` and JSON nested deeper than :data:`MAX_JSON_DEPTH` are refused.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandError(f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD_BYTES})")
+    if not payload.strip():
+        return CommandRequest(command=command)
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"payload is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise CommandError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise CommandError(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CommandError(f"payload must be a JSON object, got {_type_name(obj)}")
+    if _depth(obj, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise CommandError(f"payload nested deeper than {MAX_JSON_DEPTH} levels")
+    ident = obj.pop("id", None)
+    if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (str, int))):
+        raise CommandError(f"'id' must be a string or an integer, got {_type_name(ident)}")
+    if isinstance(ident, str) and len(ident) > 200:
+        raise CommandError("'id' is longer than 200 characters")
+    return CommandRequest(command=command, id=ident, args=obj)
+
+
+def command_table(specs: Iterable[CommandSpec]) -> dict[str, CommandSpec]:
+    """Index command specs by name, refusing duplicates."""
+    table: dict[str, CommandSpec] = {}
+    for spec in specs:
+        if spec.name in table:
+            raise ValueError(f"command '{spec.name}' registered twice")
+        table[spec.name] = spec
+    return table

@@ -135,8 +135,14 @@ class DcsClient:
 
     # ------------------------------------------------------------------ commands
     def command(
-        self, service: str, command: str, args: dict[str, Any] | None = None, *, timeout: float = 10.0,
-        check: bool = True, **kwargs: Any,
+        self,
+        service: str,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+        check: bool = True,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """Send ``command`` to ``service`` and return its reply document.
 
@@ -201,7 +207,10 @@ class DcsClient:
         return None
 
     def wait_for(
-        self, pattern: str, predicate: Callable[[Message], bool] = lambda m: True, timeout: float = 10.0,
+        self,
+        pattern: str,
+        predicate: Callable[[Message], bool] = lambda m: True,
+        timeout: float = 10.0,
     ) -> Message:
         """Wait for a message on ``pattern`` (retained ones included) for which ``predicate`` holds."""
         found = threading.Event()

@@ -67,7 +67,8 @@ class LocalBroker:
         passwd = self.workdir / "passwd"
         subprocess.run(
             [str(MOSQUITTO_DIR / "make-passwd"), str(self.secrets_dir), str(passwd)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         self.conf.write_text(
             "\n".join(
@@ -97,7 +98,9 @@ class LocalBroker:
         if not self.conf.exists():
             self.prepare()
         self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ["mosquitto", "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:

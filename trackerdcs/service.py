@@ -89,9 +89,7 @@ class _Inbound:
     correlation: bytes | None
 
 
-def build_client(
-    settings: MqttSettings, client_id: str, will: tuple[str, str] | None = None
-) -> mqtt.Client:
+def build_client(settings: MqttSettings, client_id: str, will: tuple[str, str] | None = None) -> mqtt.Client:
     """A paho client (MQTT v5) configured with credentials, TLS and an optional retained last will."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
@@ -181,7 +179,12 @@ class Service:
         return register
 
     def add_command(
-        self, name: str, handler: Handler, args: tuple[Arg, ...] | list[Arg] = (), *, help: str = "",
+        self,
+        name: str,
+        handler: Handler,
+        args: tuple[Arg, ...] | list[Arg] = (),
+        *,
+        help: str = "",
         allow_extra: bool = False,
     ) -> None:
         """Register ``handler`` for ``<root>/cmd/<name>``."""
@@ -255,8 +258,15 @@ class Service:
         self._recent[request.id] = (time.monotonic(), _request_key(request.command, args), reply)
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False,
-                properties: Properties | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
         """Publish raw; a broker outage only logs (paho queues QoS>0 messages until reconnect)."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         self.health.messages_out.tick()
@@ -264,7 +274,11 @@ class Service:
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
 
     def publish_status(
-        self, payload: Mapping[str, Any], sub: str | None = None, *, force: bool = False,
+        self,
+        payload: Mapping[str, Any],
+        sub: str | None = None,
+        *,
+        force: bool = False,
         deadbands: Mapping[str, Deadband] | None = None,
     ) -> bool:
         """Publish a retained snapshot on ``<root>/status[/<sub>]`` if it changed beyond its deadbands
@@ -308,8 +322,11 @@ class Service:
         """Connect (in the background, retrying forever) and start the worker threads."""
         self._stop.clear()
         self.client.connect_async(
-            self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
-            clean_start=False, properties=connect_properties(self.settings),
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive,
+            clean_start=False,
+            properties=connect_properties(self.settings),
         )
         self.client.loop_start()
         for target, name in ((self._command_loop, "commands"), (self._timer_loop, "timers")):
@@ -382,7 +399,9 @@ class Service:
             self._inbox.put_nowait(item)
         except queue.Full:
             log.error("command queue full; refusing %s", command)
-            self._send_reply(item, self._reply(peek_id(item.payload), command, False, "service busy: command queue full"))
+            self._send_reply(
+                item, self._reply(peek_id(item.payload), command, False, "service busy: command queue full")
+            )
 
     # ------------------------------------------------------------------ workers
     def _command_loop(self) -> None:
@@ -419,8 +438,7 @@ class Service:
             return
         with self._status_lock:
             due = [
-                (topic, snap) for topic, snap in self._latest.items()
-                if self._filters[topic].should_publish(snap, now)
+                (topic, snap) for topic, snap in self._latest.items() if self._filters[topic].should_publish(snap, now)
             ]
         for topic, snapshot in due:
             sub = topic[len(self.topics.status()) + 1 :] or None

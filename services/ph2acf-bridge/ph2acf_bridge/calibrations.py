@@ -1,4 +1,4 @@
-"""Calibrations the simulated Ph2_ACF knows, per flavour (facts from DESIGN.md)."""
+"""Calibrations Ph2_ACF offers, per flavour, and where their results go (facts from DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,10 @@ def calibrations(flavour: Flavour) -> dict[str, str]:
 def result_name(flavour: Flavour, calibration: str) -> str:
     """The result name of ``calibration``; KeyError if the flavour does not know it."""
     return calibrations(flavour)[calibration]
+
+
+def result_path(flavour: Flavour, calibration: str, run: int) -> str:
+    """The result file of ``run`` relative to the Ph2_ACF working directory."""
+    if flavour == "it":
+        return f"Results/Run{run:06d}_{result_name(flavour, calibration)}.root"
+    return f"Results/Run_{run}/Results.root"

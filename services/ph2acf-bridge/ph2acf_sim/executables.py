@@ -12,7 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .calibrations import Flavour
+from ph2acf_bridge.calibrations import Flavour
+
 from .simrun import SimError, SimSettings, SimulatedRun, next_run_number
 
 ABORTED_STATUS = 130

@@ -81,14 +81,14 @@ def _quantity(
     elif name == "Threshold2D":
         values = rng.normal(300.0, 25.0, n)
     elif name == "Noise2D":
-        values = np.abs(rng.normal(40.0, 4.0, n))
+        values = rng.normal(40.0, 4.0, n).clip(24.0, 56.0)  # core within 4 sigma
         values[noisy] = rng.uniform(120.0, 200.0, noisy.size)
     elif name == "Gain2D":
         values = rng.normal(7.5, 0.4, n)
     elif name == "Pedestal":
         values = rng.normal(590.0, 6.0, n)
     elif name == "Noise":
-        values = np.abs(rng.normal(5.0, 0.35, n))
+        values = rng.normal(5.0, 0.35, n).clip(3.6, 6.4)
         values[noisy] = rng.uniform(12.0, 20.0, noisy.size)
     elif name == "Offset":
         values = rng.normal(128.0, 9.0, n).clip(1, 255)

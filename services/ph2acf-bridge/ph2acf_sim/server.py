@@ -27,9 +27,9 @@ import sys
 import threading
 from pathlib import Path
 
+from ph2acf_bridge.calibrations import Flavour
 from ph2acf_bridge.framing import Decoder, FramingError, Variant, encode
 
-from .calibrations import Flavour
 from .simrun import SimError, SimSettings, SimulatedRun, _crash
 
 log = logging.getLogger("ph2acf_sim.server")

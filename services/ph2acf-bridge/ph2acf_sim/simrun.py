@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .calibrations import Flavour, calibrations
+from ph2acf_bridge.calibrations import Flavour, calibrations
+
 from .detector import DetectorError, load_chips
 from .histograms import IT_MATRIX, ChipTruth, write_register_files, write_results
 

@@ -1,0 +1,322 @@
+"""The caen-fsm configuration: crate, channels, modules, settings, limits and deadbands (pure, no I/O).
+
+Two channel-list shapes of the 2020 prototype are accepted, plus our additions::
+
+    system: cleanroom              # crate SysName, the PV prefix
+    channels:                      # prototype shape 1: id -> LV/HV pair with per-channel settings
+      "0": {module: M0, lv: {board: 0, chan: 0, setV: 13.}, hv: {board: 12, chan: 0}}
+    # or prototype shape 2: [{module: M0, lv: [0, 0], hv: [12, 0]}, ...]
+    global: {lv: {setV: 12., maxI: 2.5}, hv: {setV: 200., rampUpSpeed: 50.}}
+    limits: {lv: {V0Set: 14}, hv: {V0Set: {max: 600}}, channels: {M0_hv: {V0Set: 350}}}
+    deadbands: {vmon: {abs: 0.05}, imon: {abs: 0.001}}
+    service: {hv_safe_voltage: 10, lv_off_timeout_s: 900}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trackerdcs.config import ConfigError
+from trackerdcs.deadband import Deadband
+
+from .pvnames import PARAMS, SETTABLE, canonical_param
+from .states import Kind
+
+DEFAULT_SYSTEM = "cleanroom"
+_NAME_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NON_NEGATIVE = {
+    "V0Set",
+    "I0Set",
+    "Trip",
+    "RUp",
+    "RDWn",
+    "RUpTime",
+    "RDwTime",
+    "UNVThr",
+    "OVVThr",
+    "TripInt",
+    "TripExt",
+}
+
+DEFAULT_DEADBANDS: dict[str, Deadband] = {
+    "vmon": Deadband(absolute=0.05),
+    "imon": Deadband(absolute=0.0005),
+    "lv_vmon": Deadband(absolute=0.05),
+    "lv_imon": Deadband(absolute=0.0005),
+    "hv_vmon": Deadband(absolute=0.05),
+    "hv_imon": Deadband(absolute=0.0005),
+}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Allowed range of one parameter (inclusive; None = unbounded)."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass
+class ChannelConfig:
+    """One configured channel."""
+
+    name: str
+    kind: Kind
+    slot: int
+    channel: int
+    module: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Limit] = field(default_factory=dict)
+
+    def check(self, param: str, value: Any) -> float | int | str:
+        """Return ``value`` coerced for ``param`` of this channel, or raise ValueError with an operator message."""
+        canonical = canonical_param(param, self.kind)
+        if canonical is None or canonical not in SETTABLE[self.kind]:
+            allowed = ", ".join(SETTABLE[self.kind])
+            raise ValueError(
+                f"{self.name}: '{param}' is not a settable {self.kind.value} parameter (one of: {allowed})"
+            )
+        spec = PARAMS[self.kind][canonical]
+        if spec.enum is not None:
+            if isinstance(value, str):
+                for label in spec.enum:
+                    if label.lower() == value.lower():
+                        return label
+            elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(spec.enum):
+                return spec.enum[value]
+            raise ValueError(f"{self.name}: {canonical} must be one of {', '.join(spec.enum)}, got {value!r}")
+        number = _number(value, integer=spec.integer)
+        if number is None:
+            kind = "an integer (or 0b/0x string)" if spec.integer else "a finite number"
+            raise ValueError(f"{self.name}: {canonical} must be {kind}, got {value!r}")
+        limit = self.limits.get(canonical, Limit())
+        if limit.minimum is not None and number < limit.minimum:
+            raise ValueError(f"{self.name}: {canonical}={number} is below the configured minimum {limit.minimum}")
+        if limit.maximum is not None and number > limit.maximum:
+            raise ValueError(f"{self.name}: {canonical}={number} is above the configured limit {limit.maximum}")
+        return number
+
+
+@dataclass
+class ModuleConfig:
+    """A tracker module: one LV and one HV channel."""
+
+    name: str
+    lv: str
+    hv: str
+
+
+@dataclass
+class CaenConfig:
+    """Everything caen-fsm needs to know about the crate."""
+
+    system: str
+    root: str
+    channels: dict[str, ChannelConfig]
+    modules: dict[str, ModuleConfig]
+    deadbands: dict[str, Deadband]
+    heartbeat_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    hv_safe_voltage: float = 10.0
+    lv_off_timeout_s: float = 900.0
+    apply_settings_on_switch_on: bool = True
+
+    def channel_by_address(self) -> dict[tuple[int, int], ChannelConfig]:
+        return {(c.slot, c.channel): c for c in self.channels.values()}
+
+
+def _number(value: Any, integer: bool = False) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower().replace("_", "")
+        try:
+            if text.startswith(("0b", "0x", "0o")):
+                value = int(text, 0)
+            else:
+                value = float(text)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if integer:
+        if float(value) != int(value):
+            return None
+        return int(value)
+    return float(value)
+
+
+def _address(entry: Any, where: str) -> tuple[int, int, dict[str, Any]]:
+    """(slot, channel, settings) from ``[slot, ch]`` or ``{board|slot, chan|channel, ...settings}``."""
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        slot, chan, rest = entry[0], entry[1], {}
+    elif isinstance(entry, Mapping):
+        rest = dict(entry)
+        slot = rest.pop("board", rest.pop("slot", None))
+        chan = rest.pop("chan", rest.pop("channel", None))
+    else:
+        raise ConfigError(f"{where}: expected [slot, channel] or a mapping with board/chan, got {entry!r}")
+    if not isinstance(slot, int) or not isinstance(chan, int) or isinstance(slot, bool) or isinstance(chan, bool):
+        raise ConfigError(f"{where}: slot and channel must be integers (got {slot!r}, {chan!r})")
+    if not (0 <= slot <= 99 and 0 <= chan <= 999):
+        raise ConfigError(f"{where}: slot {slot} / channel {chan} out of range")
+    return slot, chan, rest
+
+
+def _limits(raw: Any, where: str) -> dict[str, dict[str, Limit]]:
+    """Per-kind or per-channel limits: ``{param: max}`` or ``{param: {min:, max:}}``."""
+    out: dict[str, Limit] = {}
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of parameter -> limit")
+    for param, value in raw.items():
+        if isinstance(value, Mapping):
+            lo, hi = value.get("min"), value.get("max")
+        else:
+            lo, hi = None, value
+        for v in (lo, hi):
+            if v is not None and _number(v) is None:
+                raise ConfigError(f"{where}.{param}: limit must be a number, got {v!r}")
+        out[str(param)] = Limit(None if lo is None else float(lo), None if hi is None else float(hi))
+    return {"_": out}
+
+
+def _resolve_limits(kind: Kind, raw: Mapping[str, Limit], where: str) -> dict[str, Limit]:
+    resolved = {}
+    for param, limit in raw.items():
+        canonical = canonical_param(param, kind)
+        if canonical is None:
+            raise ConfigError(f"{where}: unknown {kind.value} parameter '{param}'")
+        resolved[canonical] = limit
+    return resolved
+
+
+def _deadbands(raw: Any) -> dict[str, Deadband]:
+    out = dict(DEFAULT_DEADBANDS)
+    if raw is None:
+        return out
+    if not isinstance(raw, Mapping):
+        raise ConfigError("deadbands: must be a mapping field -> {abs, rel}")
+    for name, value in raw.items():
+        if isinstance(value, Mapping):
+            a, r = value.get("abs", 0.0), value.get("rel", 0.0)
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            a, r = value
+        else:
+            a, r = value, 0.0
+        if _number(a) is None or _number(r) is None:
+            raise ConfigError(f"deadbands.{name}: abs/rel must be numbers")
+        out[str(name)] = Deadband(float(a), float(r))
+    return out
+
+
+def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
+    """Validate a loaded YAML mapping into a :class:`CaenConfig`; raise ConfigError with the location."""
+    system = str(cfg.get("system", cfg.get("sysname", DEFAULT_SYSTEM)))
+    if not _NAME_OK.match(system):
+        raise ConfigError(f"system: invalid crate name {system!r}")
+    root = str(cfg.get("root", "caen"))
+    raw_channels = cfg.get("channels")
+    if not raw_channels:
+        raise ConfigError("channels: at least one channel or module must be configured")
+    if isinstance(raw_channels, Mapping):
+        entries = [(str(k), v) for k, v in raw_channels.items()]
+    elif isinstance(raw_channels, list):
+        entries = [(str(i), v) for i, v in enumerate(raw_channels)]
+    else:
+        raise ConfigError("channels: must be a mapping (id -> entry) or a list of entries")
+
+    global_settings = cfg.get("global") or {}
+    if not isinstance(global_settings, Mapping):
+        raise ConfigError("global: must be a mapping with 'lv' and/or 'hv'")
+    raw_limits = cfg.get("limits") or {}
+    if not isinstance(raw_limits, Mapping):
+        raise ConfigError("limits: must be a mapping")
+    kind_limits = {
+        kind: _resolve_limits(
+            kind, _limits(raw_limits.get(kind.value), f"limits.{kind.value}").get("_", {}), f"limits.{kind.value}"
+        )
+        for kind in Kind
+    }
+    per_channel_limits = raw_limits.get("channels") or {}
+
+    channels: dict[str, ChannelConfig] = {}
+    modules: dict[str, ModuleConfig] = {}
+    used: dict[tuple[int, int], str] = {}
+
+    def add(name: str, kind: Kind, entry: Any, module: str | None, where: str) -> str:
+        slot, chan, rest = _address(entry, where)
+        name = str(rest.pop("name", name))
+        if not _NAME_OK.match(name):
+            raise ConfigError(f"{where}: channel name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if name in channels:
+            raise ConfigError(f"{where}: duplicate channel name {name!r}")
+        if (slot, chan) in used:
+            raise ConfigError(f"{where}: slot {slot} channel {chan} already used by {used[(slot, chan)]}")
+        used[(slot, chan)] = name
+        ch = ChannelConfig(name, kind, slot, chan, module)
+        ch.limits = dict(kind_limits[kind])
+        own = per_channel_limits.get(name)
+        if own is not None:
+            ch.limits.update(_resolve_limits(kind, _limits(own, f"limits.channels.{name}").get("_", {}), where))
+        merged = {**(global_settings.get(kind.value) or {}), **rest}
+        for key, value in merged.items():
+            canonical = canonical_param(str(key), kind)
+            if canonical is None:
+                raise ConfigError(f"{where}: unknown {kind.value} setting '{key}'")
+            try:
+                ch.settings[canonical] = ch.check(canonical, value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        channels[name] = ch
+        return name
+
+    for key, entry in entries:
+        where = f"channels[{key}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: must be a mapping")
+        if "kind" in entry:  # a lone channel, not part of a module
+            try:
+                kind = Kind(str(entry["kind"]).lower())
+            except ValueError:
+                raise ConfigError(f"{where}: kind must be lv or hv") from None
+            rest = {k: v for k, v in entry.items() if k != "kind"}
+            add(str(rest.get("name", f"ch{key}")), kind, rest, None, where)
+            continue
+        module = entry.get("module")
+        if module is not None and (not isinstance(module, str) or not _NAME_OK.match(module)):
+            raise ConfigError(f"{where}: module name {module!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if "lv" not in entry or "hv" not in entry:
+            raise ConfigError(f"{where}: needs both 'lv' and 'hv' (or 'kind' for a lone channel)")
+        base = module or f"ch{key}"
+        lv = add(f"{base}_lv", Kind.LV, entry["lv"], module, f"{where}.lv")
+        hv = add(f"{base}_hv", Kind.HV, entry["hv"], module, f"{where}.hv")
+        if module is not None:
+            if module in modules:
+                raise ConfigError(f"{where}: duplicate module {module!r}")
+            modules[module] = ModuleConfig(module, lv, hv)
+
+    svc = cfg.get("service") or {}
+    if not isinstance(svc, Mapping):
+        raise ConfigError("service: must be a mapping")
+    known = {"heartbeat_s", "connect_timeout_s", "hv_safe_voltage", "lv_off_timeout_s", "apply_settings_on_switch_on"}
+    unknown = sorted(set(svc) - known)
+    if unknown:
+        raise ConfigError(f"service: unknown key(s) {', '.join(unknown)}")
+    return CaenConfig(
+        system=system,
+        root=root,
+        channels=channels,
+        modules=modules,
+        deadbands=_deadbands(cfg.get("deadbands")),
+        heartbeat_s=float(svc.get("heartbeat_s", 30.0)),
+        connect_timeout_s=float(svc.get("connect_timeout_s", 5.0)),
+        hv_safe_voltage=float(svc.get("hv_safe_voltage", 10.0)),
+        lv_off_timeout_s=float(svc.get("lv_off_timeout_s", 900.0)),
+        apply_settings_on_switch_on=bool(svc.get("apply_settings_on_switch_on", True)),
+    )

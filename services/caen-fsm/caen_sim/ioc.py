@@ -1,0 +1,165 @@
+"""The records layer: exposes a :class:`caen_sim.model.Crate` as a real EPICS IOC (pythonSoftIOC).
+
+Record names follow the SY4527 EPICS server: ``<Sys>:<slot %02d>:<chan %03d>:<Param>`` and
+``<Sys>:ClearAlarm``. Simulator-only fault injection records (not on a real crate):
+
+* ``<Sys>:SIM:<slot %02d>:<chan %03d>:Load``      load resistance (HV MOhm, LV Ohm); lower = more current
+* ``<Sys>:SIM:<slot %02d>:<chan %03d>:Leakage``   extra current (HV uA, LV A) drawn while powered
+* ``<Sys>:SIM:<slot %02d>:<chan %03d>:ForceTrip`` 1 = over-current now (trips after ``Trip`` seconds)
+* ``<Sys>:SIM:<slot %02d>:<chan %03d>:Unplug``    1 = board unplugged (UNPLUGGED bit, zero readings)
+* ``<Sys>:SIM:PwOnPuts``                          number of Pw=On puts received since start
+
+Must be imported only after the EPICS_* environment is set (the IOC reads it at init).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from softioc import builder
+
+from .model import Crate, SimChannel
+
+log = logging.getLogger(__name__)
+
+READBACKS = ("Status", "VMon", "IMon", "Pw")
+
+
+class CrateIoc:
+    """Builds the records of a crate and keeps them in step with the model."""
+
+    def __init__(self, crate: Crate, tick_s: float = 0.05, noise_period_s: float = 0.0) -> None:
+        self.crate = crate
+        self.tick_s = tick_s
+        self.noise_period_s = noise_period_s
+        self.records: dict[tuple[int, int], dict[str, Any]] = {}
+        self._pushed: dict[tuple[int, int], dict[str, float]] = {}
+        self.record_count = 0
+        self._pw_puts_rec: Any = None
+
+    # ------------------------------------------------------------------ building
+    def build(self) -> int:
+        """Create every record (call before ``iocInit``); returns the number of records."""
+        builder.SetDeviceName(self.crate.system)
+        for (slot, ch), channel in self.crate.channels.items():
+            self.records[(slot, ch)] = self._channel_records(slot, ch, channel)
+            self._pushed[(slot, ch)] = {p: getattr(channel, p) for p in READBACKS}
+        builder.boolOut(
+            "ClearAlarm", ZNAM="No", ONAM="Yes", initial_value=0, always_update=True, on_update=self._clear_alarm
+        )
+        self._pw_puts_rec = builder.longIn("SIM:PwOnPuts", initial_value=0)
+        self.record_count += 2
+        return self.record_count
+
+    def _channel_records(self, slot: int, ch: int, c: SimChannel) -> dict[str, Any]:
+        base = f"{slot:02d}:{ch:03d}"
+        sim = f"SIM:{slot:02d}:{ch:03d}"
+        recs: dict[str, Any] = {}
+
+        def writer(param: str):
+            def on_update(value: Any) -> None:
+                if not self.crate.write(slot, ch, param, float(value)):
+                    log.info("%s:%s refused put %r", base, param, value)
+                    self._restore(slot, ch, param)
+                self._push_channel(slot, ch)
+
+            return on_update
+
+        def pw_validate(_rec: Any, value: Any) -> bool:
+            if int(value) and (c.tripped or c.unplugged):
+                self.crate.pw_on_puts += 1
+                self._pw_puts_rec.set(self.crate.pw_on_puts)
+                return False  # the crate refuses Pw On on a tripped or unplugged channel
+            return True
+
+        unit_i = "uA" if c.kind == "hv" else "A"
+        recs["Pw"] = builder.boolOut(
+            f"{base}:Pw", ZNAM="Off", ONAM="On", initial_value=c.Pw, on_update=writer("Pw"), validate=pw_validate
+        )
+        recs["Status"] = builder.longIn(f"{base}:Status", initial_value=c.Status)
+        recs["VMon"] = builder.aIn(f"{base}:VMon", initial_value=c.VMon, EGU="V", PREC=3)
+        recs["IMon"] = builder.aIn(f"{base}:IMon", initial_value=c.IMon, EGU=unit_i, PREC=4)
+        analog = ["V0Set", "I0Set", "Trip"]
+        analog += ["UNVThr", "OVVThr", "RUpTime", "RDwTime"] if c.kind == "lv" else ["RUp", "RDWn"]
+        for param in analog:
+            recs[param] = builder.aOut(
+                f"{base}:{param}", initial_value=getattr(c, param), PREC=3, on_update=writer(param)
+            )
+        for param in ("TripInt", "TripExt"):
+            recs[param] = builder.longOut(f"{base}:{param}", initial_value=getattr(c, param), on_update=writer(param))
+        if c.kind == "lv":
+            recs["Temp"] = builder.aIn(f"{base}:Temp", initial_value=c.Temp, EGU="C", PREC=1)
+        else:
+            recs["PDwn"] = builder.boolOut(
+                f"{base}:PDwn", ZNAM="Kill", ONAM="Ramp", initial_value=c.PDwn, on_update=writer("PDwn")
+            )
+            recs["ImRange"] = builder.boolOut(
+                f"{base}:ImRange", ZNAM="High", ONAM="Low", initial_value=c.ImRange, on_update=writer("ImRange")
+            )
+
+        def set_attr(attr: str, cast: Any):
+            def on_update(value: Any) -> None:
+                setattr(c, attr, cast(value))
+                self._push_channel(slot, ch)
+
+            return on_update
+
+        recs["SIM:Load"] = builder.aOut(f"{sim}:Load", initial_value=c.load, PREC=3, on_update=set_attr("load", float))
+        recs["SIM:Leakage"] = builder.aOut(
+            f"{sim}:Leakage", initial_value=0.0, PREC=4, on_update=set_attr("extra_current", float)
+        )
+        recs["SIM:ForceTrip"] = builder.boolOut(
+            f"{sim}:ForceTrip", initial_value=0, always_update=True, on_update=set_attr("force_trip", bool)
+        )
+        recs["SIM:Unplug"] = builder.boolOut(f"{sim}:Unplug", initial_value=0, on_update=set_attr("unplugged", bool))
+        self.record_count += len(recs)
+        return recs
+
+    # ------------------------------------------------------------------ running
+    def _clear_alarm(self, value: Any) -> None:
+        if int(value):
+            self.crate.clear_alarms()
+            for slot, ch in self.crate.channels:
+                self._push_channel(slot, ch)
+
+    def _restore(self, slot: int, ch: int, param: str) -> None:
+        rec = self.records[(slot, ch)].get(param)
+        if rec is not None:
+            rec.set(getattr(self.crate.channels[(slot, ch)], param), process=False)
+
+    def _push_channel(self, slot: int, ch: int) -> None:
+        channel = self.crate.channels[(slot, ch)]
+        pushed = self._pushed[(slot, ch)]
+        recs = self.records[(slot, ch)]
+        for param in READBACKS:
+            value = getattr(channel, param)
+            if pushed[param] != value:
+                pushed[param] = value
+                if param == "Pw":
+                    recs[param].set(value, process=False)
+                else:
+                    recs[param].set(value)
+        if channel.kind == "lv":
+            temp = round(channel.Temp, 1)
+            if recs["Temp"].get() != temp:
+                recs["Temp"].set(temp)
+
+    async def run(self) -> None:
+        """Tick the model and push changed readbacks forever (runs in the dispatcher's event loop)."""
+        last = time.monotonic()
+        next_noise = last
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            noisy = self.noise_period_s > 0 and now >= next_noise
+            if noisy:
+                next_noise = now + self.noise_period_s
+            self.crate.tick(now - last, noisy=noisy)
+            last = now
+            for slot, ch in self.crate.channels:
+                self._push_channel(slot, ch)
+            if self._pw_puts_rec.get() != self.crate.pw_on_puts:
+                self._pw_puts_rec.set(self.crate.pw_on_puts)

@@ -1,0 +1,121 @@
+"""``caen-sim``: a simulated CAEN SY4527 mainframe served as a real EPICS Channel Access IOC.
+
+Examples::
+
+    caen-sim --port 5064 --system cleanroom --slots 0-4:lv:8,12-15:hv:12
+    caen-sim --port 5070 --config services/caen-fsm/example.yml      # boards derived from caen-fsm config
+
+Runs until SIGTERM/SIGINT. Prints ``caen-sim ready: <n> records on port <p>`` once serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from trackerdcs.config import ConfigError, load_yaml
+from trackerdcs.logsetup import setup_logging
+
+from .model import DEFAULT_SLOTS, Board, Crate, parse_slots
+
+log = logging.getLogger("caen_sim")
+
+
+def boards_from_config(cfg: dict) -> tuple[str | None, list[Board]]:
+    """Crate layout from a YAML: ``boards: [{slot, kind, channels}]`` or a caen-fsm config (``channels:``)."""
+    if "boards" in cfg:
+        boards = []
+        for i, b in enumerate(cfg["boards"] or []):
+            try:
+                boards.append(Board(int(b["slot"]), str(b["kind"]).lower(), int(b["channels"])))
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"boards[{i}]: needs slot, kind (lv|hv) and channels") from None
+        return cfg.get("system"), boards
+    if "channels" in cfg:
+        from caen_fsm.config import parse_config
+
+        parsed = parse_config(cfg)
+        per_slot: dict[int, tuple[str, int]] = {}
+        for ch in parsed.channels.values():
+            kind, top = per_slot.get(ch.slot, (ch.kind.value, 0))
+            if kind != ch.kind.value:
+                raise ConfigError(f"slot {ch.slot} mixes LV and HV channels")
+            per_slot[ch.slot] = (kind, max(top, ch.channel + 1))
+        boards = [Board(s, k, max(n, 8 if k == "lv" else 12)) for s, (k, n) in sorted(per_slot.items())]
+        return parsed.system, boards
+    raise ConfigError("simulator config needs 'boards:' or a caen-fsm 'channels:' list")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="caen-sim", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", help="crate YAML (boards:) or a caen-fsm config to derive the boards from")
+    p.add_argument("--system", help="crate SysName (PV prefix); default from config or 'cleanroom'")
+    p.add_argument("--slots", help=f"board layout, default {DEFAULT_SLOTS!r}")
+    p.add_argument("--port", type=int, help="CA server port (EPICS_CA_SERVER_PORT); default from env or 5064")
+    p.add_argument("--interface", default=None, help="address to serve on (EPICS_CAS_INTF_ADDR_LIST), e.g. 127.0.0.1")
+    p.add_argument("--tick", type=float, default=0.05, help="model time step in seconds (default 0.05)")
+    p.add_argument("--noise-hz", type=float, default=0.0, help="rate of new VMon/IMon noise on every channel (0=off)")
+    p.add_argument("--noise-v", type=float, default=0.002, help="VMon noise standard deviation (V)")
+    p.add_argument("--noise-i", type=float, default=0.0005, help="IMon noise standard deviation (uA or A)")
+    p.add_argument(
+        "--lv-ramp-unit", choices=("s", "ms"), default="s", help="unit of LV RUpTime/RDwTime (UNCONFIRMED; default s)"
+    )
+    p.add_argument("--log-level", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, name="caen-sim")
+    try:
+        cfg = load_yaml(args.config) if args.config else {}
+        system, boards = boards_from_config(cfg) if args.config else (None, [])
+        if args.slots or not boards:
+            boards = parse_slots(args.slots or DEFAULT_SLOTS)
+    except (ConfigError, ValueError) as exc:
+        print(f"caen-sim: {exc}", file=sys.stderr)
+        return 2
+    system = args.system or system or "cleanroom"
+    if args.port:
+        os.environ["EPICS_CA_SERVER_PORT"] = str(args.port)
+    if args.interface:
+        os.environ["EPICS_CAS_INTF_ADDR_LIST"] = args.interface
+        os.environ.setdefault("EPICS_CA_AUTO_ADDR_LIST", "NO")
+        os.environ.setdefault("EPICS_CA_ADDR_LIST", args.interface)
+
+    from softioc import asyncio_dispatcher, builder, softioc  # EPICS reads the environment from here on
+
+    from .ioc import CrateIoc
+
+    crate = Crate(system, boards, lv_time_unit_s=0.001 if args.lv_ramp_unit == "ms" else 1.0)
+    if args.noise_hz > 0:
+        for channel in crate.channels.values():
+            channel.noise = (args.noise_v, args.noise_i)
+    ioc = CrateIoc(crate, tick_s=args.tick, noise_period_s=1.0 / args.noise_hz if args.noise_hz > 0 else 0.0)
+    dispatcher = asyncio_dispatcher.AsyncioDispatcher()
+    count = ioc.build()
+    builder.LoadDatabase()
+    softioc.iocInit(dispatcher, enable_pva=False)
+    asyncio.run_coroutine_threadsafe(ioc.run(), dispatcher.loop)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    port = os.environ.get("EPICS_CA_SERVER_PORT", "5064")
+    print(f"caen-sim ready: {count} records, system {system}, {len(crate.channels)} channels, port {port}", flush=True)
+    log.info("serving %d records for %d channels", count, len(crate.channels))
+    stop.wait()
+    log.info("caen-sim stopping")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the EPICS IOC core has no clean in-process shutdown; exit without running its atexit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""The ph2acf bridge: MQTT commands -> Ph2_ACF runs -> summary -> run document (archive, MongoDB, spool).
+
+Status ``<root>/status``: ``{"state", "run", "calibration", "progress", "operator", "mode", "spooled",
+"mongo_ok", "ts"}``. Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
+``start_ts``/``stop_ts`` as the stored run document, so InfluxDB annotations and MongoDB documents line up),
+``error`` and ``spool``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from trackerdcs import __version__
+from trackerdcs.commands import Arg, CommandError
+from trackerdcs.config import MqttSettings
+from trackerdcs.service import Service
+
+from .calibrations import calibrations
+from .conditions import ConditionsCache
+from .fsm import RunMachine, RunState, Trigger
+from .logparse import LogEvent, Progress, RunStarted
+from .runner import RunEnd, Runner, RunnerError
+from .runner_subprocess import SubprocessRunner, read_run_number
+from .runner_tcp import TcpRunner
+from .settings import BridgeSettings
+from .store import MongoStore, RunStore
+from .summary import SummaryError, summarise
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 5 * 1024 * 1024
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunContext:
+    """Everything known about the run in progress."""
+
+    uid: str
+    calibration: str
+    config_file: Path
+    config_xml: str
+    modules: list[str]
+    operator: str
+    comment: str
+    conditions_start: dict[str, Any]
+    run: int | None = None
+    start_ts: float | None = None
+    progress: float = 0.0
+    timed_out: bool = False
+    runner: Runner | None = None
+    started_event_sent: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_store(settings: BridgeSettings) -> RunStore:
+    """The run store the settings describe (archive only when no MongoDB URI is configured)."""
+    mongo = None
+    if settings.mongo.uri:
+        mongo = MongoStore.from_uri(
+            settings.mongo.uri,
+            settings.mongo.database,
+            timeout_ms=settings.mongo.timeout_ms,
+            gridfs_threshold=settings.mongo.gridfs_threshold_bytes,
+        )
+    return RunStore(settings.archive_dir, settings.spool_dir, mongo)
+
+
+class Bridge:
+    """The service: one instance per Ph2_ACF installation."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        mqtt_settings: MqttSettings,
+        *,
+        store: RunStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.svc = Service("ph2acf", mqtt_settings, root=settings.root, version=__version__)
+        self.store = store or build_store(settings)
+        self.conditions = ConditionsCache(settings.caen_root, settings.julabo_root, settings.env_root)
+        self.machine = RunMachine()
+        self.ctx: RunContext | None = None
+        self.last: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._run_thread: threading.Thread | None = None
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._register_commands()
+        self.svc.on_connect_hooks.append(self._subscribe_conditions)
+        for topic in self.conditions.topics:
+            self.svc.client.message_callback_add(topic, self._on_condition)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Connect to MQTT, publish the initial status, start the spool replay loop."""
+        self.svc.health.extra.update(self._health_extra())
+        self.svc.start()
+        self.publish(force=True)
+        thread = threading.Thread(target=self._replay_loop, name="ph2acf-replay", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Abort a run in progress (it is still stored), then disconnect."""
+        self._stop.set()
+        if self.machine.active:
+            log.warning("shutting down during a run: aborting it")
+            with contextlib.suppress(CommandError):
+                self._abort("bridge shutdown")
+        if self._run_thread is not None:
+            self._run_thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.svc.stop()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no run is active (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.machine.active:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        ctx = self.ctx
+        return {
+            "state": RunState(self.machine.state).value,
+            "run": ctx.run if ctx else None,
+            "calibration": ctx.calibration if ctx else None,
+            "progress": round(ctx.progress, 2) if ctx else 0.0,
+            "operator": ctx.operator if ctx else None,
+            "mode": self.settings.mode,
+            "spooled": len(self.store.spooled()),
+            "mongo_ok": self.store.mongo_ok,
+        }
+
+    def publish(self, force: bool = False) -> None:
+        self.svc.publish_status(self.status(), force=force)
+
+    def _health_extra(self) -> dict[str, Any]:
+        return {
+            "mongo": self.store.mongo.description if self.store.mongo else None,
+            "archive_dir": str(self.store.archive.folder),
+            "spooled": len(self.store.spooled()),
+        }
+
+    # ------------------------------------------------------------------ conditions
+    def _subscribe_conditions(self) -> None:
+        self.svc.client.subscribe([(t, 1) for t in self.conditions.topics])
+
+    def _on_condition(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.svc.health.messages_in.tick()
+        self.conditions.update(msg.topic, bytes(msg.payload))
+
+    # ------------------------------------------------------------------ commands
+    def _register_commands(self) -> None:
+        svc = self.svc
+        svc.add_command(
+            "start",
+            self._cmd_start,
+            [
+                Arg("calibration", str, choices=self.settings.calibrations),
+                Arg("config_file", str, required=False),
+                Arg("modules", list, required=False, item_kind=str),
+                Arg("operator", str),
+                Arg("comment", str, required=False, default=""),
+            ],
+            help="start a calibration run",
+        )
+        svc.add_command("abort", lambda args: self._abort("operator request"), help="stop the run in progress")
+        svc.add_command("status", lambda args: {**self.status(), "last": self.last}, help="current state")
+        svc.add_command(
+            "runs",
+            lambda args: {"runs": self.store.runs(args["limit"])},
+            [Arg("limit", int, required=False, default=20, minimum=1, maximum=500)],
+            help="stored runs, newest first",
+        )
+        svc.add_command("show", self._cmd_show, [Arg("run", int, minimum=0)], help="one stored run document")
+
+    def _resolve_config(self, name: str | None) -> Path:
+        raw = Path(name or self.settings.config_file)
+        path = (raw if raw.is_absolute() else self.settings.workdir / raw).resolve()
+        allowed = self.settings.allowed_config_dirs
+        if not any(path.is_relative_to(d) for d in allowed):
+            raise CommandError(
+                f"config_file {str(raw)!r} is outside the allowed folders ({', '.join(str(d) for d in allowed)})"
+            )
+        if not path.is_file():
+            raise CommandError(f"config_file {str(raw)!r} does not exist in {path.parent}")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CommandError(f"config_file {str(raw)!r} is larger than {MAX_CONFIG_BYTES} bytes")
+        return path
+
+    def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        operator = args["operator"].strip()
+        if not operator:
+            raise CommandError("operator must not be empty")
+        with self.machine.lock:
+            if self.machine.active:
+                ctx = self.ctx
+                raise CommandError(
+                    f"a run is already in progress (run {ctx.run if ctx else '?'}, "
+                    f"{ctx.calibration if ctx else '?'}, state {RunState(self.machine.state).value}); "
+                    "abort it or wait for it to finish"
+                )
+            if self.settings.refuse_when_interlock_tripped and self.conditions.interlock_state() not in (None, "OK"):
+                raise CommandError(f"interlock is {self.conditions.interlock_state()}: runs are refused until it is OK")
+            config = self._resolve_config(args.get("config_file"))
+            try:
+                xml = config.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise CommandError(f"cannot read config_file {config}: {exc.strerror}") from None
+            ctx = RunContext(
+                uid=f"{self.settings.stand}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
+                calibration=args["calibration"],
+                config_file=config,
+                config_xml=xml,
+                modules=list(args.get("modules") or []),
+                operator=operator,
+                comment=args.get("comment") or "",
+                conditions_start=self.conditions.snapshot(),
+            )
+            ctx.runner = self._make_runner()
+            self.ctx = ctx
+            self.machine.fire(Trigger.START)
+        self.publish()
+        self._run_thread = threading.Thread(target=self._execute, args=(ctx,), name="ph2acf-run", daemon=True)
+        self._run_thread.start()
+        return {"uid": ctx.uid, "calibration": ctx.calibration, "state": RunState.STARTING.value}
+
+    def _make_runner(self) -> Runner:
+        if self.settings.mode == "tcp":
+            return TcpRunner(self.settings, self._next_tcp_run)
+        return SubprocessRunner(self.settings)
+
+    def _next_tcp_run(self) -> int:
+        """Run numbers for TCP mode: persistent counter, never below the archive's or Ph2_ACF's own."""
+        counter = self.settings.state_dir / "next_run.txt"
+        try:
+            stored = int(counter.read_text().strip())
+        except (OSError, ValueError):
+            stored = 0
+        archived = self.store.archive.max_run()
+        run = max(stored, read_run_number(self.settings.workdir), (archived + 1) if archived is not None else 0)
+        counter.write_text(f"{run + 1}\n")
+        return run
+
+    def _abort(self, reason: str) -> dict[str, Any]:
+        with self.machine.lock:
+            ctx = self.ctx
+            state = RunState(self.machine.state)
+            if state == RunState.ABORTING:
+                raise CommandError(f"run {ctx.run if ctx else '?'} is already being aborted")
+            if ctx is None or not self.machine.fire(Trigger.ABORT):
+                raise CommandError(f"no run to abort (state {state.value})")
+            ctx.extra["abort_reason"] = reason
+        log.warning("aborting run %s: %s", ctx.run, reason)
+        assert ctx.runner is not None
+        ctx.runner.abort()
+        self.publish()
+        return {"run": ctx.run, "state": RunState.ABORTING.value}
+
+    def _cmd_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        doc = self.store.show(args["run"])
+        if doc is None:
+            raise CommandError(f"run {args['run']} not found")
+        return {"run": doc}
+
+    # ------------------------------------------------------------------ the run
+    def _on_log_event(self, ctx: RunContext, event: LogEvent) -> None:
+        if isinstance(event, Progress):
+            ctx.progress = event.percent
+            self.publish()
+        elif isinstance(event, RunStarted) and event.run != ctx.run:
+            log.info("Ph2_ACF reports run %d (expected %s)", event.run, ctx.run)
+            ctx.run = event.run
+            self.publish()
+
+    def _execute(self, ctx: RunContext) -> None:
+        try:
+            self._execute_run(ctx)
+        except Exception as exc:  # never leave the bridge stuck in an active state
+            log.exception("run %s: bridge error", ctx.run)
+            self.svc.event("error", f"bridge error during run {ctx.run}: {exc}", severity="alarm", run=ctx.run)
+            with self.machine.lock:
+                self.machine.state = RunState.ERROR
+            self.publish()
+
+    def _execute_run(self, ctx: RunContext) -> None:
+        assert ctx.runner is not None
+        ctx.start_ts = time.time()
+        end: RunEnd
+        try:
+            ctx.run = ctx.runner.launch(ctx.calibration, ctx.config_file)
+        except RunnerError as exc:
+            end = RunEnd(error=str(exc), run=ctx.run)
+        else:
+            self.machine.fire(Trigger.LAUNCHED)
+            ctx.started_event_sent = True
+            self.svc.event(
+                "run_start",
+                f"run {ctx.run} ({ctx.calibration}) started by {ctx.operator}",
+                run=ctx.run,
+                calibration=ctx.calibration,
+                operator=ctx.operator,
+                modules=ctx.modules,
+                start_ts=ctx.start_ts,
+                uid=ctx.uid,
+            )
+            self.publish()
+            timer = threading.Timer(self.settings.max_run_s, self._timeout, args=(ctx,))
+            timer.daemon = True
+            timer.start()
+            try:
+                end = ctx.runner.follow(lambda event: self._on_log_event(ctx, event))
+            finally:
+                timer.cancel()
+        stop_ts = time.time()
+        if end.run is not None:
+            ctx.run = end.run
+        outcome = "failed" if (end.error or ctx.timed_out) else ("aborted" if end.aborted else "done")
+        error = "run exceeded max_run_s" if ctx.timed_out else end.error
+        if outcome == "done":
+            ctx.progress = 100.0
+        self.machine.fire(Trigger.ENDED)
+        self.publish()
+        if ctx.started_event_sent:
+            self.svc.event(
+                "run_stop",
+                f"run {ctx.run} ({ctx.calibration}) {outcome}",
+                severity="info" if outcome == "done" else "warning",
+                run=ctx.run,
+                calibration=ctx.calibration,
+                outcome=outcome,
+                start_ts=ctx.start_ts,
+                stop_ts=stop_ts,
+                uid=ctx.uid,
+            )
+        if error:
+            self.svc.event("error", f"run {ctx.run} ({ctx.calibration}) failed: {error}", severity="alarm",
+                           run=ctx.run, calibration=ctx.calibration, error=error, uid=ctx.uid)  # fmt: skip
+        doc, channels = self._document(ctx, end, outcome, error, stop_ts)
+        where = self.store.save(doc, end.result_file, channels)
+        if where == "spooled":
+            self.svc.event(
+                "spool",
+                f"MongoDB unavailable: run {ctx.run} kept in the spool ({len(self.store.spooled())} waiting)",
+                severity="warning",
+                run=ctx.run,
+                uid=ctx.uid,
+            )
+        self.last = {"run": ctx.run, "uid": ctx.uid, "outcome": outcome, "stored": where, "error": error}
+        self.svc.health.extra.update(self._health_extra())
+        self.machine.fire(Trigger.STORED_FAILED if outcome == "failed" else Trigger.STORED)
+        self.ctx = None
+        self.publish()
+
+    def _timeout(self, ctx: RunContext) -> None:
+        ctx.timed_out = True
+        with contextlib.suppress(CommandError):
+            self._abort(f"max_run_s={self.settings.max_run_s} exceeded")
+
+    def _document(
+        self, ctx: RunContext, end: RunEnd, outcome: str, error: str | None, stop_ts: float
+    ) -> tuple[dict[str, Any], Any]:
+        summary: dict[str, Any] | None = None
+        summary_error: str | None = None
+        channels = None
+        result: dict[str, Any] | None = None
+        if end.result_file is not None and end.result_file.exists():
+            result = {
+                "name": end.result_file.name,
+                "path": str(end.result_file),
+                "bytes": end.result_file.stat().st_size,
+            }
+            try:
+                run_summary = summarise(end.result_file)
+            except SummaryError as exc:
+                summary_error = str(exc)
+            else:
+                summary, channels = run_summary.document(), run_summary.channels
+        doc = {
+            "schema": SCHEMA_VERSION,
+            "uid": ctx.uid,
+            "run": ctx.run,
+            "stand": self.settings.stand,
+            "calibration": ctx.calibration,
+            "calibration_name": calibrations(self.settings.flavour).get(ctx.calibration),  # type: ignore[arg-type]
+            "flavour": self.settings.flavour,
+            "mode": self.settings.mode,
+            "operator": ctx.operator,
+            "comment": ctx.comment,
+            "modules": ctx.modules,
+            "config_file": str(ctx.config_file),
+            "config_xml": ctx.config_xml,
+            "start_ts": ctx.start_ts,
+            "stop_ts": stop_ts,
+            "duration_s": round(stop_ts - (ctx.start_ts or stop_ts), 3),
+            "outcome": outcome,
+            "error": error,
+            "abort_reason": ctx.extra.get("abort_reason"),
+            "exit_code": end.exit_code,
+            "log_tail": end.log_tail,
+            "result_file": result,
+            "summary": summary,
+            "summary_error": summary_error,
+            "conditions": {"start": ctx.conditions_start, "end": self.conditions.snapshot()},
+            "bridge_version": __version__,
+        }
+        return doc, channels
+
+    # ------------------------------------------------------------------ spool replay
+    def _replay_loop(self) -> None:
+        while not self._stop.wait(self.settings.replay_interval_s):
+            self.replay_once()
+
+    def replay_once(self) -> int:
+        """Upload spooled runs if MongoDB is back (also refreshes ``mongo_ok``). Returns runs uploaded."""
+        if self.store.mongo is None:
+            return 0
+        before = self.store.mongo_ok
+        uploaded = 0
+        if self.store.spooled():
+            uploaded, error = self.store.replay()
+            if uploaded:
+                self.svc.event(
+                    "spool",
+                    f"uploaded {uploaded} spooled run(s) to MongoDB; {len(self.store.spooled())} left",
+                    uploaded=uploaded,
+                    remaining=len(self.store.spooled()),
+                )
+            if error:
+                log.info("spool replay: %s", error)
+        else:
+            self.store.mongo.ping()
+        if uploaded or before != self.store.mongo_ok:
+            self.svc.health.extra.update(self._health_extra())
+            self.publish()
+        return uploaded

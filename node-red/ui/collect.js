@@ -1,0 +1,60 @@
+// Function node "collect model": folds every MQTT message the operator UI subscribes to into one model
+// (flow context "model") and sends it to the dashboard widgets at most every 200 ms.
+// Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>.
+const MAX_EVENTS = 40;
+const MAX_REPLIES = 10;
+const model = flow.get('model') || {
+    services: {}, status: {}, modules: {}, env: {}, events: [], replies: [], updated: null,
+};
+const topic = typeof msg.topic === 'string' ? msg.topic : '';
+const parts = topic.split('/');
+const root = parts[0];
+let p = msg.payload;
+if (Buffer.isBuffer(p)) p = p.toString('utf8');
+if (typeof p === 'string' && /^\s*[{[]/.test(p)) {
+    try { p = JSON.parse(p); } catch (e) { node.warn(`unreadable JSON on ${topic}`); return null; }
+}
+const empty = p === '' || p === null || p === undefined;
+function service(name) {
+    if (!model.services[name]) model.services[name] = { name, availability: null, state: null, ts: null, health: null };
+    return model.services[name];
+}
+function dewPoint(t, rh) {
+    if (typeof t !== 'number' || typeof rh !== 'number' || rh <= 0 || rh > 100) return null;
+    const g = Math.log(rh / 100) + (17.62 * t) / (243.12 + t);
+    return (243.12 * g) / (17.62 - g);
+}
+if (root === 'env' && parts.length === 2 && parts[1]) {
+    if (empty) delete model.env[parts[1]];
+    else if (typeof p === 'object') model.env[parts[1]] = { ...p, dewpoint: dewPoint(p.temperature, p.humidity) };
+} else if (parts[1] === 'availability' && parts.length === 2) {
+    service(root).availability = empty ? null : String(p);
+} else if (parts[1] === 'status' && parts.length === 2 && typeof p === 'object' && !empty) {
+    const s = service(root);
+    s.state = p.state ?? null;
+    s.ts = p.ts ?? null;
+    model.status[root] = p;
+} else if (parts[1] === 'status' && parts[2] === 'module' && parts.length === 4) {
+    if (empty) delete model.modules[parts[3]];
+    else if (typeof p === 'object') model.modules[parts[3]] = p;
+} else if (parts[1] === 'event' && parts.length === 2 && typeof p === 'object' && !empty) {
+    model.events.unshift({ service: root, kind: p.kind, severity: p.severity || 'info', message: p.message || '', ts: p.ts || Date.now() / 1000 });
+    model.events.length = Math.min(model.events.length, MAX_EVENTS);
+} else if (parts[1] === 'reply' && parts.length === 2 && typeof p === 'object' && !empty) {
+    model.replies.unshift({ service: root, command: p.command, ok: p.ok, error: p.error, id: p.id, ts: p.ts });
+    model.replies.length = Math.min(model.replies.length, MAX_REPLIES);
+} else if (parts[1] === 'health' && parts.length === 2 && typeof p === 'object' && !empty) {
+    service(root).health = { uptime_s: p.uptime_s, cpu_percent: p.cpu_percent, rss_mb: p.rss_mb, last_error: p.last_error };
+} else {
+    return null;
+}
+model.updated = Date.now() / 1000;
+flow.set('model', model);
+if (!context.get('pending')) {
+    context.set('pending', true);
+    setTimeout(() => {
+        context.set('pending', false);
+        node.send({ topic: 'model', payload: flow.get('model') });
+    }, 200);
+}
+return null;

@@ -1,0 +1,29 @@
+// Function node "command guard": the only way from the operator UI to the services. Accepts
+// {topic: "<svc>/cmd/<name>", payload: {...}} from the widgets, refuses anything not on the list below and
+// switching LV/HV on while the interlock is latched, adds an id, and hands it to the MQTT output (QoS 1).
+// Output 1: MQTT command. Output 2: refusals (for the log/notification).
+const ALLOWED = {
+    caen: ['lv_on', 'lv_off', 'hv_on', 'hv_off', 'set', 'clear_alarms', 'refresh', 'reconnect'],
+    julabo: ['start', 'stop', 'set_setpoint', 'select_setpoint', 'control_sensor', 'pump_stage', 'refresh', 'reconnect'],
+    ph2acf: ['start', 'abort', 'status'],
+    interlock: ['acknowledge'],
+};
+const model = flow.get('model') || { events: [] };
+function refuse(why) {
+    node.warn(`UI command refused: ${why}`);
+    model.events = model.events || [];
+    model.events.unshift({ service: 'ui', kind: 'refused', severity: 'warning', message: why, ts: Date.now() / 1000 });
+    flow.set('model', model);
+    return [null, { topic: 'refused', payload: why }];
+}
+const m = /^([a-z0-9_-]+)\/cmd\/([a-z_]+)$/.exec(typeof msg.topic === 'string' ? msg.topic : '');
+if (!m || !(ALLOWED[m[1]] || []).includes(m[2])) return refuse(`unknown command topic ${String(msg.topic).slice(0, 80)}`);
+const payload = msg.payload === undefined || msg.payload === null ? {} : msg.payload;
+if (typeof payload !== 'object' || Array.isArray(payload)) return refuse(`${msg.topic}: payload must be an object`);
+const interlock = (model.status || {}).interlock;
+if (m[1] === 'caen' && (m[2] === 'hv_on' || m[2] === 'lv_on') && (!interlock || interlock.state !== 'OK')) {
+    return refuse(`${m[2]} refused: interlock is ${interlock ? interlock.state : 'unknown'}`);
+}
+const n = (context.get('n') || 0) + 1;
+context.set('n', n);
+return [{ topic: msg.topic, payload: { ...payload, id: `ui-${Date.now()}-${n}` }, qos: 1, retain: false }, null];

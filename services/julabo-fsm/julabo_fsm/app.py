@@ -1,0 +1,244 @@
+"""julabo-fsm: the Julabo chiller on MQTT. Wires the config, the link, the I/O driver and the Service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trackerdcs.commands import Arg, CommandError
+from trackerdcs.config import ConfigError, MqttSettings, section
+from trackerdcs.deadband import Deadband
+from trackerdcs.service import Service
+
+from .driver import SETPOINT_READING, SETPOINT_SETTING, ChillerDriver, DriverConfig
+from .link import SerialLink
+from .protocol import ModelMap, Reading, Setting, model_map
+
+log = logging.getLogger(__name__)
+
+DEADBANDS = {
+    "bath_temp": Deadband(absolute=0.02),
+    "external_temp": Deadband(absolute=0.02),
+    "heating_power": Deadband(absolute=1.0),
+}
+
+
+@dataclass
+class JulaboConfig:
+    """The ``julabo:`` section of the service config (see example.yml)."""
+
+    connection: str
+    model: str = "hightech"
+    setpoint_min: float = -40.0
+    setpoint_max: float = 40.0
+    reply_timeout_s: float = 0.5
+    serial: dict[str, Any] = field(default_factory=dict)
+    driver: DriverConfig = field(default_factory=DriverConfig)
+    root: str = "julabo"
+    heartbeat_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> JulaboConfig:
+        sec = dict(section(cfg, "julabo", required=True))
+        limits = sec.pop("limits", None) or {}
+        if not isinstance(limits, dict):
+            raise ConfigError("julabo.limits must be a mapping")
+        connection = sec.pop("connection", None)
+        if not isinstance(connection, str) or not connection:
+            raise ConfigError("julabo.connection is required: a serial device path or socket://host:port")
+        driver_fields = set(DriverConfig.__dataclass_fields__)
+        driver_args = {k: sec.pop(k) for k in list(sec) if k in driver_fields}
+        known = {"model", "reply_timeout_s", "serial", "root", "heartbeat_s"}
+        unknown = sorted(set(sec) - known)
+        if unknown:
+            raise ConfigError(f"julabo: unknown key(s) {', '.join(unknown)}")
+        try:
+            out = cls(
+                connection=connection,
+                setpoint_min=float(limits.get("setpoint_min", cls.setpoint_min)),
+                setpoint_max=float(limits.get("setpoint_max", cls.setpoint_max)),
+                driver=DriverConfig(**{k: type(getattr(DriverConfig, k))(v) for k, v in driver_args.items()}),
+                **sec,
+            )
+            model_map(out.model)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"julabo: {exc}") from None
+        if out.setpoint_min >= out.setpoint_max:
+            raise ConfigError("julabo.limits: setpoint_min must be below setpoint_max")
+        if out.driver.pacing_s < 0.25:
+            log.warning("pacing_s=%s is below the 250 ms the chiller needs: expect lost replies", out.driver.pacing_s)
+        return out
+
+
+class JulaboApp:
+    """The running service: MQTT endpoint plus the chiller driver."""
+
+    def __init__(self, config: JulaboConfig, mqtt: MqttSettings) -> None:
+        self.config = config
+        self.model: ModelMap = model_map(config.model)
+        self.service = Service(config.root, mqtt, root=config.root, heartbeat_s=config.heartbeat_s, deadbands=DEADBANDS)
+        serial_opts = {
+            k: config.serial[k] for k in ("baudrate", "bytesize", "parity", "stopbits", "rtscts") if k in config.serial
+        }
+        self.link = SerialLink(
+            config.connection, pacing_s=config.driver.pacing_s, reply_timeout_s=config.reply_timeout_s, **serial_opts
+        )
+        self.driver = ChillerDriver(self.link, self.model, config.driver, self)
+        self.service.health.extra.update({"connection": config.connection, "model_map": self.model.name})
+        self._register()
+
+    # ------------------------------------------------------------------ Listener
+    def snapshot(self, payload: dict[str, Any], force: bool) -> None:
+        self.service.health.extra.update(
+            {
+                "link": self.driver.counters,
+                "last_cycle_s": self.driver.last_cycle_s,
+                "last_error": self.driver.last_error,
+            }
+        )
+        self.service.publish_status(payload, force=force)
+
+    def event(self, kind: str, message: str, severity: str, **data: Any) -> None:
+        self.service.event(kind, message, severity=severity, **data)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.service.start()
+        self.driver.start()
+
+    def stop(self) -> None:
+        self.driver.stop()
+        self.service.stop()
+
+    # ------------------------------------------------------------------ commands
+    def _register(self) -> None:
+        svc = self.service
+        lo, hi = self.config.setpoint_min, self.config.setpoint_max
+        svc.add_command("start", self.cmd_start, help="start the circulator (remote mode, no alarm)")
+        svc.add_command("stop", self.cmd_stop, help="stop the circulator")
+        svc.add_command(
+            "set_setpoint",
+            self.cmd_set_setpoint,
+            (Arg("index", int, minimum=1, maximum=3), Arg("value", float, minimum=lo, maximum=hi)),
+            help=f"write setpoint 1-3 in degC (configured limits {lo}..{hi})",
+        )
+        svc.add_command("select_setpoint", self.cmd_select_setpoint, (Arg("index", int, minimum=1, maximum=3),))
+        svc.add_command(
+            "control_sensor", self.cmd_control_sensor, (Arg("sensor", str, choices=("internal", "external")),)
+        )
+        svc.add_command("pump_stage", self.cmd_pump_stage, (Arg("stage", int, minimum=1, maximum=4),))
+        svc.add_command("refresh", self.cmd_refresh, help="re-read every value now and republish the status")
+        svc.add_command("reconnect", self.cmd_reconnect, help="drop the link and connect again now")
+
+    def _usable(self) -> None:
+        """Refusals that need no I/O: the chiller must be reachable and in remote mode."""
+        if not self.driver.connected:
+            raise CommandError(self.driver._not_connected())
+        self.driver.require_remote()
+
+    def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._usable()
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            d.require_remote()
+            if d.status is not None and d.status.code < 0:
+                raise CommandError(
+                    f"chiller in alarm ({d.status.code:03d} {d.status.text}): clear it on the front panel first"
+                )
+            d._stop_commanded = False
+            d.send(Setting.RUNNING, 1)
+            report = d.confirm_status("start")
+            if report.running is not True:
+                raise CommandError(f"the chiller did not start: STATUS {report.code:02d} {report.text}")
+            d._was_running = True
+            d._publish(force=True)
+            return {"state": d.state.value, "status_text": report.text}
+
+        return d.call(action)
+
+    def cmd_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            d._stop_commanded = True
+            d.send(Setting.RUNNING, 0)  # sent even if the chiller seems in manual mode: stopping is never refused here
+            report = d.confirm_status("stop")
+            if report.running is not False and report.code >= 0:
+                raise CommandError(f"the chiller did not stop: STATUS {report.code:02d} {report.text}")
+            d._was_running = False
+            d._publish(force=True)
+            return {"state": d.state.value, "status_text": report.text}
+
+        return d.call(action)
+
+    def cmd_set_setpoint(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._usable()
+        index, value = args["index"], round(args["value"], 2)
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            got = d.write_verified(SETPOINT_SETTING[index], value, SETPOINT_READING[index])
+            d._publish()
+            return {"index": index, "value": got}
+
+        return d.call(action)
+
+    def cmd_select_setpoint(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._usable()
+        index = args["index"]
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            d.write_verified(Setting.ACTIVE_SETPOINT, index - 1, Reading.ACTIVE_SETPOINT)
+            d._publish()
+            return {"active_setpoint": index, "setpoint": d.values.get(SETPOINT_READING[index])}
+
+        return d.call(action)
+
+    def cmd_control_sensor(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._usable()
+        external = args["sensor"] == "external"
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            if external and d.readback(Reading.EXTERNAL_TEMP) is None:
+                raise CommandError(
+                    "no external Pt100 connected (IN_PV_02 reads ---.--): controlling on it would alarm the chiller"
+                )
+            d.write_verified(Setting.CONTROL_SENSOR, int(external), Reading.CONTROL_SENSOR)
+            d._publish()
+            return {"control_sensor": args["sensor"]}
+
+        return d.call(action)
+
+    def cmd_pump_stage(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.model.can_write(Setting.PUMP_STAGE):
+            raise CommandError(f"model '{self.model.name}' has no pump-stage command")
+        self._usable()
+        stage = args["stage"]
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            got = d.write_verified(Setting.PUMP_STAGE, stage, Reading.PUMP_STAGE)
+            d._publish()
+            return {"pump_stage": stage if got is None else int(got)}
+
+        return d.call(action)
+
+    def cmd_refresh(self, args: dict[str, Any]) -> dict[str, Any]:
+        d = self.driver
+
+        def action() -> dict[str, Any]:
+            d._sweep_pending = True
+            d._cycle()
+            snapshot = d.snapshot()
+            self.service.publish_status(snapshot, force=True)
+            return snapshot
+
+        return d.call(action)
+
+    def cmd_reconnect(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.driver.request_reconnect()

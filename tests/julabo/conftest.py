@@ -1,0 +1,141 @@
+"""Fixtures for the Julabo tests: the simulator as a real process, the service against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trackerdcs.client import DcsClient
+from trackerdcs.localbroker import LocalBroker
+
+BIN = Path(sys.executable).parent
+
+
+class SimProcess:
+    """A running ``julabo-sim`` with its endpoints and a control-port helper."""
+
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "julabo-sim"), "--seed", "7", "--log-level", "WARNING", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"julabo-sim did not start: {line!r}")
+        self.endpoints = json.loads(line[6:])
+
+    @property
+    def tcp_url(self) -> str:
+        return f"socket://127.0.0.1:{self.endpoints['tcp_port']}"
+
+    @property
+    def pty(self) -> str:
+        return str(self.endpoints["pty"])
+
+    def control(self, command: str) -> str:
+        with socket.create_connection(("127.0.0.1", self.endpoints["control_port"]), timeout=3) as s:
+            s.sendall(command.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        answer = data.decode().strip()
+        if answer.startswith("ERR"):
+            raise AssertionError(f"simulator refused {command!r}: {answer}")
+        return answer
+
+    def state(self) -> dict:
+        return json.loads(self.control("state"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def make_sim() -> Iterator:
+    sims: list[SimProcess] = []
+
+    def make(*extra: str) -> SimProcess:
+        sim = SimProcess(*extra)
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        sim.stop()
+
+
+def julabo_config(connection: str, **overrides: object) -> dict:
+    section = {
+        "connection": connection,
+        "model": "hightech",
+        "limits": {"setpoint_min": -30.0, "setpoint_max": 40.0},
+        "pacing_s": 0.25,
+        "poll_interval_s": 0.5,
+        "reply_timeout_s": 0.3,
+        "max_missed": 3,
+        "reconnect_min_s": 0.3,
+        "reconnect_max_s": 1.0,
+        **overrides,
+    }
+    return {"julabo": section}
+
+
+@pytest.fixture
+def make_app(broker: LocalBroker) -> Iterator:
+    """Start a JulaboApp (in this process) against a simulator; stopped at teardown."""
+    from julabo_fsm.app import JulaboApp, JulaboConfig
+
+    apps = []
+
+    def make(connection: str, **overrides: object):
+        cfg = JulaboConfig.from_config(julabo_config(connection, **overrides))
+        app = JulaboApp(cfg, broker.settings("julabo", client_id=f"julabo-test-{uuid.uuid4().hex[:8]}"))
+        app.start()
+        apps.append(app)
+        assert app.service.wait_connected(10)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop()
+
+
+def wait_status(client: DcsClient, predicate, timeout: float = 10.0) -> dict:
+    """The first julabo/status document for which ``predicate`` holds."""
+    return client.wait_for("julabo/status", lambda m: bool(m.payload) and predicate(m.json()), timeout).json()
+
+
+def wait_event(client: DcsClient, kind: str, since: float, timeout: float = 10.0) -> dict:
+    """The first julabo/event of ``kind`` published after ``since``."""
+    return client.wait_for(
+        "julabo/event", lambda m: (d := m.json())["kind"] == kind and d["ts"] >= since, timeout
+    ).json()
+
+
+def now() -> float:
+    return time.time()

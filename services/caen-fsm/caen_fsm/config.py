@@ -135,10 +135,7 @@ def _number(value: Any, integer: bool = False) -> float | int | None:
     if isinstance(value, str):
         text = value.strip().lower().replace("_", "")
         try:
-            if text.startswith(("0b", "0x", "0o")):
-                value = int(text, 0)
-            else:
-                value = float(text)
+            value = int(text, 0) if text.startswith(("0b", "0x", "0o")) else float(text)
         except ValueError:
             return None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -194,6 +191,16 @@ def _resolve_limits(kind: Kind, raw: Mapping[str, Limit], where: str) -> dict[st
             raise ConfigError(f"{where}: unknown {kind.value} parameter '{param}'")
         resolved[canonical] = limit
     return resolved
+
+
+def _overlay(base: dict[str, Limit], more: Mapping[str, Limit]) -> None:
+    """Narrow ``base`` with ``more``: bounds given in ``more`` replace those of ``base``, others are kept."""
+    for param, limit in more.items():
+        old = base.get(param, Limit())
+        base[param] = Limit(
+            old.minimum if limit.minimum is None else limit.minimum,
+            old.maximum if limit.maximum is None else limit.maximum,
+        )
 
 
 def _deadbands(raw: Any) -> dict[str, Deadband]:
@@ -260,10 +267,11 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
             raise ConfigError(f"{where}: slot {slot} channel {chan} already used by {used[(slot, chan)]}")
         used[(slot, chan)] = name
         ch = ChannelConfig(name, kind, slot, chan, module)
-        ch.limits = dict(kind_limits[kind])
+        ch.limits = {p: Limit(minimum=0.0) for p in _NON_NEGATIVE if p in SETTABLE[kind]}
+        _overlay(ch.limits, kind_limits[kind])
         own = per_channel_limits.get(name)
         if own is not None:
-            ch.limits.update(_resolve_limits(kind, _limits(own, f"limits.channels.{name}").get("_", {}), where))
+            _overlay(ch.limits, _resolve_limits(kind, _limits(own, f"limits.channels.{name}").get("_", {}), where))
         merged = {**(global_settings.get(kind.value) or {}), **rest}
         for key, value in merged.items():
             canonical = canonical_param(str(key), kind)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ChannelState(str, Enum):
+class ChannelState(StrEnum):
     """State of one power-supply channel, derived from its Status bitfield and its CA connection."""
 
     OFF = "OFF"
@@ -18,7 +18,7 @@ class ChannelState(str, Enum):
     DISCONNECTED = "DISCONNECTED"
 
 
-class ModuleState(str, Enum):
+class ModuleState(StrEnum):
     """State of one tracker module: an LV channel and an HV channel powered as a pair."""
 
     OFF = "OFF"
@@ -33,7 +33,7 @@ class ModuleState(str, Enum):
     DISCONNECTED = "DISCONNECTED"
 
 
-class SystemState(str, Enum):
+class SystemState(StrEnum):
     """State of the whole crate as seen through the configured modules."""
 
     OFF = "OFF"
@@ -45,7 +45,7 @@ class SystemState(str, Enum):
     DISCONNECTED = "DISCONNECTED"
 
 
-class Command(str, Enum):
+class Command(StrEnum):
     """Operator commands that act on modules (the triggers of the module FSM)."""
 
     LV_ON = "lv_on"
@@ -54,7 +54,7 @@ class Command(str, Enum):
     HV_OFF = "hv_off"
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """Board kind of a channel."""
 
     LV = "lv"

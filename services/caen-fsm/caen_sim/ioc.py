@@ -25,7 +25,7 @@ from .model import Crate, SimChannel
 
 log = logging.getLogger(__name__)
 
-READBACKS = ("Status", "VMon", "IMon", "Pw")
+READBACKS = ("VMon", "IMon", "Pw", "Status")  # Status last: readings are fresh when state changes
 
 
 class CrateIoc:

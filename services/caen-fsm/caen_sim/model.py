@@ -101,6 +101,7 @@ class SimChannel:
             if on and (self.tripped or self.unplugged):
                 return False
             self.Pw = int(on)
+            self.tick(0.0)  # Status (ON/RUP/RDW) reflects the new target at once
             return True
         if param in ("TripInt", "TripExt", "PDwn", "ImRange"):
             setattr(self, param, int(value))
@@ -108,6 +109,8 @@ class SimChannel:
         if float(value) < 0:
             return False
         setattr(self, param, float(value))
+        if param in ("V0Set", "I0Set"):
+            self.tick(0.0)
         return True
 
     # ------------------------------------------------------------------ dynamics

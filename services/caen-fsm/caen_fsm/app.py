@@ -1,0 +1,188 @@
+"""caen-fsm wiring: MQTT :class:`~trackerdcs.service.Service` + :class:`~caen_fsm.fsm.Plant` + CA adapter."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from trackerdcs.commands import Arg, CommandError
+from trackerdcs.config import MqttSettings
+from trackerdcs.service import Service
+
+from .ca_adapter import CaAdapter
+from .config import CaenConfig
+from .fsm import CommandRefused, Outcome, Plant
+from .pvnames import SETTABLE, canonical_param
+from .states import Command, Kind
+
+log = logging.getLogger(__name__)
+
+ALL_SETTABLE = sorted({*SETTABLE[Kind.LV], *SETTABLE[Kind.HV]})
+
+
+class CaenApp:
+    """The caen-fsm service: commands in, puts out, CA updates in, status and events out."""
+
+    def __init__(self, config: CaenConfig, settings: MqttSettings) -> None:
+        self.config = config
+        self.plant = Plant(config)
+        self.lock = threading.RLock()
+        self.service = Service(
+            "caen",
+            settings,
+            root=config.root,
+            heartbeat_s=config.heartbeat_s,
+            deadbands=config.deadbands,
+        )
+        self.adapter = CaAdapter(self.plant.pv_names, self._on_ca)
+        self._register_commands()
+        self.started = time.monotonic()
+        self.connected_after_s: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.service.start()
+        self.adapter.start()
+        with self.lock:
+            self._publish(self.plant.apply(now=time.monotonic()), everything=True)
+
+    def stop(self) -> None:
+        self.adapter.stop()
+        self.service.stop()
+
+    # ------------------------------------------------------------------ CA updates
+    def _on_ca(self, values: list[tuple[str, Any]], conns: list[tuple[str, bool]]) -> None:
+        with self.lock:
+            out = self.plant.apply(values, conns, now=time.monotonic())
+            self._execute(out)
+            snapshots = self._snapshots(out)
+        if self.connected_after_s is None and self.plant.connected:
+            self.connected_after_s = time.monotonic() - self.started
+            log.info("all %d PVs connected after %.2f s", len(self.adapter.pvnames), self.connected_after_s)
+        self._send(snapshots, out)
+        self.service.health.extra.update(
+            {
+                "pvs_total": len(self.adapter.pvnames),
+                "pvs_connected": self.adapter.connected_count,
+                "ca_updates": self.adapter.updates,
+                "ca_puts": self.adapter.puts,
+                "connect_s": None if self.connected_after_s is None else round(self.connected_after_s, 3),
+            }
+        )
+
+    def _execute(self, out: Outcome) -> None:
+        for put in out.puts:
+            self.adapter.put(put.pv, put.value)
+        if out.puts:
+            self.adapter.flush()
+
+    def _snapshots(self, out: Outcome, everything: bool = False) -> list[tuple[str | None, dict[str, Any]]]:
+        p = self.plant
+        channels = p.channels.keys() if everything else out.channels
+        modules = p.modules.keys() if everything else out.modules
+        snaps: list[tuple[str | None, dict[str, Any]]] = [(f"channel/{n}", p.channels[n].snapshot()) for n in channels]
+        snaps += [(f"module/{n}", p.modules[n].snapshot()) for n in modules]
+        if everything or out.system or out.modules:
+            snaps.append((None, p.system_snapshot()))
+        return snaps
+
+    def _send(self, snapshots: list[tuple[str | None, dict[str, Any]]], out: Outcome, force: bool = False) -> int:
+        sent = 0
+        for sub, snap in snapshots:
+            sent += self.service.publish_status(snap, sub, force=force)
+        for ev in out.events:
+            self.service.event(ev.kind, ev.message, severity=ev.severity, **ev.data)
+        return sent
+
+    def _publish(self, out: Outcome, everything: bool = False, force: bool = False) -> int:
+        return self._send(self._snapshots(out, everything), out, force=force)
+
+    # ------------------------------------------------------------------ commands
+    def _register_commands(self) -> None:
+        svc = self.service
+        modules_arg = Arg("modules", list, required=False, item_kind=str, help="module names; omit for all")
+        for cmd in Command:
+            svc.add_command(cmd.value, self._module_command(cmd), [modules_arg], help=f"{cmd.value} for modules")
+        svc.add_command(
+            "set",
+            self._cmd_set,
+            [
+                Arg("channel", str, required=False),
+                Arg("module", str, required=False),
+                Arg("kind", str, required=False, choices=("lv", "hv")),
+                Arg("param", str),
+                Arg("value", "any"),
+            ],
+            help="write one parameter of a channel (checked against configured limits)",
+        )
+        svc.add_command("clear_alarms", self._cmd_clear_alarms, help="clear latched trips (ClearAlarm)")
+        svc.add_command("refresh", self._cmd_refresh, help="republish every status now")
+        svc.add_command("reconnect", self._cmd_reconnect, help="restart the search of disconnected PVs")
+
+    def _run(self, decide) -> dict[str, Any]:
+        """Decide under the plant lock, put, then publish; refusals become CommandError."""
+        with self.lock:
+            try:
+                out = decide()
+            except CommandRefused as exc:
+                partial = self.plant.take_partial()
+                self._execute(partial)
+                snapshots = self._snapshots(partial)
+                error = str(exc)
+            else:
+                self._execute(out)
+                snapshots = self._snapshots(out)
+                error = None
+        if error is not None:
+            self._send(snapshots, partial)
+            raise CommandError(error)
+        self._send(snapshots, out)
+        return out.result
+
+    def _module_command(self, cmd: Command):
+        def handler(args: dict[str, Any]) -> dict[str, Any]:
+            return self._run(lambda: self.plant.command(cmd, args.get("modules"), now=time.monotonic()))
+
+        return handler
+
+    def _cmd_set(self, args: dict[str, Any]) -> dict[str, Any]:
+        def decide() -> Outcome:
+            ch = self._target_channel(args)
+            value = args["value"]
+            if isinstance(value, (dict, list)) or value is None:
+                raise CommandRefused("'value' must be a number or an enum label")
+            if canonical_param(args["param"], ch.cfg.kind) == "Pw":
+                raise CommandRefused("Pw cannot be set directly: use lv_on/lv_off/hv_on/hv_off")
+            return self.plant.set_param(ch, args["param"], value)
+
+        return self._run(decide)
+
+    def _target_channel(self, args: dict[str, Any]):
+        p = self.plant
+        if args.get("channel") is not None:
+            if args.get("module") is not None:
+                raise CommandRefused("give either 'channel' or 'module'+'kind', not both")
+            ch = p.channels.get(args["channel"])
+            if ch is None:
+                raise CommandRefused(f"unknown channel '{args['channel'][:80]}'")
+            return ch
+        if args.get("module") is None or args.get("kind") is None:
+            raise CommandRefused("'set' needs 'channel', or 'module' and 'kind' (lv|hv)")
+        module = p.modules.get(args["module"])
+        if module is None:
+            raise CommandRefused(f"unknown module '{args['module'][:80]}'; known: {', '.join(sorted(p.modules))}")
+        return module.lv if args["kind"] == "lv" else module.hv
+
+    def _cmd_clear_alarms(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._run(self.plant.clear_alarms)
+
+    def _cmd_refresh(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            snapshots = self._snapshots(Outcome(), everything=True)
+        sent = self._send(snapshots, Outcome(), force=True)
+        return {"published": sent, "state": self.plant.system.state.value}
+
+    def _cmd_reconnect(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"recreated_channels": self.adapter.reconnect(), "connected": self.adapter.connected_count}

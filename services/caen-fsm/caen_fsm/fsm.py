@@ -1,0 +1,586 @@
+"""The hierarchical state machines of the crate: channel -> module (LV+HV pair) -> system (sans-I/O).
+
+:class:`Plant` is fed with PV values and connection changes (:meth:`Plant.apply`) and with operator commands
+(:meth:`Plant.command`); it never touches the network. It answers with :class:`Outcome` objects listing the
+puts to perform, the events to publish and the channels/modules whose status changed.
+
+The machines are ``transitions`` machines, one per level, shared by all models of that level:
+
+* channel states (:class:`ChannelState`) are derived from the decoded Status bits and the CA connection;
+* module states (:class:`ModuleState`) are derived from the two channel states; the operator commands
+  (:class:`Command`) are triggers of the module machine whose sources encode the safety rules
+  (HV on only from LV_ON / HV states; nothing from TRIPPED or DISCONNECTED except switching off);
+* the system state (:class:`SystemState`) is derived from the module states.
+
+Safety rules implemented here:
+
+* ``hv_on`` is refused (for the whole request) when any requested module does not have its LV on;
+* ``lv_off`` on a module whose HV is not off first switches HV off and only switches LV off once the HV
+  channel reads OFF below ``hv_safe_voltage`` (sequenced by :meth:`Plant.apply`, not blocking);
+* if a module's LV goes off, trips or is unplugged while its HV is switched on, HV is switched off
+  ("interlock" event);
+* nothing is ever switched on except by ``lv_on``/``hv_on``: connection, reconnection and updates only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from transitions import Machine
+
+from .config import CaenConfig, ChannelConfig
+from .pvnames import CLEAR_ALARM, PARAMS, channel_pv, crate_pv
+from .states import ChannelState, Command, Kind, ModuleState, SystemState
+from .status_bits import channel_state, decode
+
+
+class CommandRefused(Exception):
+    """An operator command cannot be carried out; the message is meant for the operator."""
+
+
+@dataclass(frozen=True)
+class Put:
+    """Write ``value`` to PV ``pv``."""
+
+    pv: str
+    value: float | int
+
+
+@dataclass
+class Event:
+    """An event for ``<root>/event``."""
+
+    kind: str
+    message: str
+    severity: str = "info"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What the caller must do after feeding the plant."""
+
+    puts: list[Put] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    channels: set[str] = field(default_factory=set)
+    modules: set[str] = field(default_factory=set)
+    system: bool = False
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def merge(self, other: Outcome) -> Outcome:
+        self.puts += other.puts
+        self.events += other.events
+        self.channels |= other.channels
+        self.modules |= other.modules
+        self.system = self.system or other.system
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- derivations
+def module_state(lv: ChannelState, hv: ChannelState) -> ModuleState:
+    """The state of a module from the states of its LV and HV channels."""
+    C = ChannelState
+    if C.DISCONNECTED in (lv, hv) or C.UNPLUGGED in (lv, hv):
+        return ModuleState.DISCONNECTED
+    if C.TRIPPED in (lv, hv):
+        return ModuleState.TRIPPED
+    if C.ERROR in (lv, hv):
+        return ModuleState.MIXED
+    if hv == C.OFF:
+        return {
+            C.OFF: ModuleState.OFF,
+            C.ON: ModuleState.LV_ON,
+            C.RAMP_UP: ModuleState.LV_RAMP_UP,
+            C.RAMP_DOWN: ModuleState.LV_RAMP_DOWN,
+        }[lv]
+    if lv == C.ON:
+        return {C.ON: ModuleState.HV_ON, C.RAMP_UP: ModuleState.HV_RAMP_UP, C.RAMP_DOWN: ModuleState.HV_RAMP_DOWN}[hv]
+    return ModuleState.MIXED  # HV powered without LV fully on
+
+
+_RAMPING = {ModuleState.LV_RAMP_UP, ModuleState.LV_RAMP_DOWN, ModuleState.HV_RAMP_UP, ModuleState.HV_RAMP_DOWN}
+
+
+def system_state(states: Iterable[ModuleState]) -> SystemState:
+    """The crate state from its module states."""
+    states = list(states)
+    if not states or ModuleState.DISCONNECTED in states:
+        return SystemState.DISCONNECTED
+    if ModuleState.TRIPPED in states:
+        return SystemState.TRIPPED
+    unique = set(states)
+    if unique == {ModuleState.OFF}:
+        return SystemState.OFF
+    if unique == {ModuleState.LV_ON}:
+        return SystemState.LV_ON
+    if unique == {ModuleState.HV_ON}:
+        return SystemState.HV_ON
+    if unique & _RAMPING:
+        return SystemState.RAMPING
+    return SystemState.MIXED
+
+
+# ---------------------------------------------------------------------------------------------- models
+class ChannelModel:
+    """One channel: its configuration, latest PV values and connection (model of the channel machine)."""
+
+    state: ChannelState
+
+    def __init__(self, cfg: ChannelConfig, system: str) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.pvs = {p: channel_pv(system, cfg.slot, cfg.channel, p) for p in PARAMS[cfg.kind]}
+        self.values: dict[str, Any] = {}
+        self.disconnected: set[str] = set(self.pvs.values())
+        self.overrides: dict[str, Any] = {}  # runtime 'set' values, re-applied before switching on
+
+    @property
+    def connected(self) -> bool:
+        return not self.disconnected
+
+    def derive(self) -> ChannelState:
+        return channel_state(self.values.get("Status"), self.connected)
+
+    @property
+    def on(self) -> bool:
+        return self.values.get("Pw") == 1
+
+    def snapshot(self) -> dict[str, Any]:
+        v = self.values
+        return {
+            "channel": self.name,
+            "module": self.cfg.module,
+            "kind": self.cfg.kind.value,
+            "slot": self.cfg.slot,
+            "ch": self.cfg.channel,
+            "state": self.state.value,
+            "on": self.on,
+            "vmon": _num(v.get("VMon")),
+            "imon": _num(v.get("IMon")),
+            "v0set": _num(v.get("V0Set")),
+            "i0set": _num(v.get("I0Set")),
+            "status": None if v.get("Status") is None else int(v["Status"]),
+            "flags": decode(v.get("Status")),
+        }
+
+    def desired(self) -> dict[str, Any]:
+        return {**self.cfg.settings, **self.overrides}
+
+
+class ModuleModel:
+    """A tracker module (model of the module machine)."""
+
+    state: ModuleState
+
+    def __init__(self, name: str, lv: ChannelModel, hv: ChannelModel) -> None:
+        self.name = name
+        self.lv = lv
+        self.hv = hv
+        self.lv_off_pending_since: float | None = None
+        self.interlock_armed = True
+
+    def derive(self) -> ModuleState:
+        return module_state(self.lv.state, self.hv.state)
+
+    def lv_is_on(self) -> bool:
+        return self.lv.state == ChannelState.ON
+
+    def no_lv_off_pending(self) -> bool:
+        return self.lv_off_pending_since is None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "module": self.name,
+            "state": self.state.value,
+            "lv_channel": self.lv.name,
+            "hv_channel": self.hv.name,
+            "lv_vmon": _num(self.lv.values.get("VMon")),
+            "lv_imon": _num(self.lv.values.get("IMon")),
+            "hv_vmon": _num(self.hv.values.get("VMon")),
+            "hv_imon": _num(self.hv.values.get("IMon")),
+        }
+
+
+class SystemModel:
+    """The crate as a whole (model of the system machine)."""
+
+    state: SystemState
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+_ALL_MODULE_STATES = list(ModuleState)
+_SWITCHABLE = [s for s in ModuleState if s not in (ModuleState.TRIPPED, ModuleState.DISCONNECTED)]
+_HV_ALLOWED = [ModuleState.LV_ON, ModuleState.HV_RAMP_UP, ModuleState.HV_ON, ModuleState.HV_RAMP_DOWN]
+_CONNECTED = [s for s in ModuleState if s != ModuleState.DISCONNECTED]
+
+#: The command transitions of the module machine. Destinations are None: the state follows the hardware.
+MODULE_COMMANDS = [
+    {"trigger": Command.LV_ON.value, "source": _SWITCHABLE, "dest": None},  # also cancels a pending LV-off
+    {
+        "trigger": Command.HV_ON.value,
+        "source": _HV_ALLOWED,
+        "dest": None,
+        "conditions": ["lv_is_on", "no_lv_off_pending"],
+    },
+    {"trigger": Command.HV_OFF.value, "source": _CONNECTED, "dest": None},
+    {"trigger": Command.LV_OFF.value, "source": _CONNECTED, "dest": None},
+]
+
+
+# ---------------------------------------------------------------------------------------------- the plant
+class Plant:
+    """All channels, modules and the system, with their machines and the safety logic."""
+
+    def __init__(self, config: CaenConfig) -> None:
+        self.config = config
+        self.channels = {name: ChannelModel(c, config.system) for name, c in config.channels.items()}
+        self.modules = {
+            name: ModuleModel(name, self.channels[m.lv], self.channels[m.hv]) for name, m in config.modules.items()
+        }
+        self.system = SystemModel()
+        self.pv_index: dict[str, tuple[ChannelModel, str]] = {}
+        for ch in self.channels.values():
+            for param, pv in ch.pvs.items():
+                self.pv_index[pv] = (ch, param)
+        self.clear_alarm_pv = crate_pv(config.system, CLEAR_ALARM)
+        self.channel_machine = Machine(
+            model=list(self.channels.values()), states=ChannelState, initial=ChannelState.DISCONNECTED
+        )
+        self.module_machine = Machine(
+            model=list(self.modules.values()),
+            states=ModuleState,
+            initial=ModuleState.DISCONNECTED,
+            transitions=MODULE_COMMANDS,
+        )
+        self.system_machine = Machine(model=self.system, states=SystemState, initial=SystemState.DISCONNECTED)
+        self.ever_connected = False
+        self._pending: Outcome = Outcome()
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def pv_names(self) -> list[str]:
+        return [*self.pv_index, self.clear_alarm_pv]
+
+    def apply(
+        self,
+        values: Iterable[tuple[str, Any]] = (),
+        connections: Iterable[tuple[str, bool]] = (),
+        now: float = 0.0,
+    ) -> Outcome:
+        """Feed PV values and connection changes (and the time, for sequence timeouts); get what to do."""
+        out = Outcome()
+        touched: set[str] = set()
+        for pv, conn in connections:
+            entry = self.pv_index.get(pv)
+            if entry is None:
+                continue
+            ch, _ = entry
+            if conn:
+                ch.disconnected.discard(pv)
+            else:
+                ch.disconnected.add(pv)
+            touched.add(ch.name)
+        for pv, value in values:
+            entry = self.pv_index.get(pv)
+            if entry is None:
+                continue
+            ch, param = entry
+            ch.values[param] = value
+            touched.add(ch.name)
+        out.channels |= touched
+        for name in touched:
+            self._observe_channel(self.channels[name], out)
+        for module in self.modules.values():
+            if module.lv.name in touched or module.hv.name in touched or module.lv_off_pending_since is not None:
+                self._observe_module(module, out, now)
+        self._observe_system(out)
+        return out
+
+    def _observe_channel(self, ch: ChannelModel, out: Outcome) -> None:
+        new = ch.derive()
+        if new != ch.state:
+            old = ch.state
+            ch.trigger(f"to_{new.name}")
+            if new == ChannelState.TRIPPED:
+                out.events.append(
+                    Event(
+                        "trip",
+                        f"channel {ch.name} tripped ({', '.join(decode(ch.values.get('Status')))})",
+                        "alarm",
+                        {"channel": ch.name, "module": ch.cfg.module, "flags": decode(ch.values.get("Status"))},
+                    )
+                )
+            elif new == ChannelState.UNPLUGGED:
+                out.events.append(
+                    Event("unplugged", f"channel {ch.name} reads UNPLUGGED", "alarm", {"channel": ch.name})
+                )
+            elif new == ChannelState.ERROR:
+                out.events.append(
+                    Event(
+                        "channel_error",
+                        f"channel {ch.name} reports {', '.join(decode(ch.values.get('Status')))}",
+                        "alarm",
+                        {"channel": ch.name, "flags": decode(ch.values.get("Status")), "from": old.value},
+                    )
+                )
+
+    def _observe_module(self, m: ModuleModel, out: Outcome, now: float) -> None:
+        new = m.derive()
+        if new != m.state:
+            old = m.state
+            m.trigger(f"to_{new.name}")
+            out.modules.add(m.name)
+            out.events.append(
+                Event(
+                    "state_change",
+                    f"module {m.name}: {old.value} -> {new.value}",
+                    "info",
+                    {"module": m.name, "from": old.value, "to": new.value},
+                )
+            )
+        else:
+            out.modules.add(m.name)  # readings changed
+        # interlock: HV must not stay on without LV
+        lv_lost = m.lv.state in (ChannelState.OFF, ChannelState.TRIPPED, ChannelState.RAMP_DOWN, ChannelState.UNPLUGGED)
+        if lv_lost and m.hv.connected and m.hv.on:
+            if m.interlock_armed:
+                m.interlock_armed = False
+                out.puts.append(Put(m.hv.pvs["Pw"], 0))
+                out.events.append(
+                    Event(
+                        "interlock",
+                        f"module {m.name}: LV is {m.lv.state.value} while HV is on; switching HV off",
+                        "alarm",
+                        {"module": m.name, "lv_state": m.lv.state.value},
+                    )
+                )
+        else:
+            m.interlock_armed = True
+        # LV-off sequence: LV goes off once HV is really off
+        if m.lv_off_pending_since is not None:
+            if not (m.lv.connected and m.hv.connected):
+                m.lv_off_pending_since = None
+                out.events.append(
+                    Event(
+                        "sequence_aborted",
+                        f"module {m.name}: LV-off sequence aborted, channel disconnected (LV left as is)",
+                        "warning",
+                        {"module": m.name},
+                    )
+                )
+            elif self._hv_is_off(m):
+                m.lv_off_pending_since = None
+                out.puts.append(Put(m.lv.pvs["Pw"], 0))
+                out.events.append(
+                    Event("lv_off_done", f"module {m.name}: HV is off, LV switched off", "info", {"module": m.name})
+                )
+            elif now - m.lv_off_pending_since > self.config.lv_off_timeout_s:
+                m.lv_off_pending_since = None
+                out.events.append(
+                    Event(
+                        "sequence_aborted",
+                        f"module {m.name}: HV did not reach 0 V within {self.config.lv_off_timeout_s:g} s; LV left on",
+                        "alarm",
+                        {"module": m.name, "hv_vmon": _num(m.hv.values.get("VMon"))},
+                    )
+                )
+
+    def _hv_is_off(self, m: ModuleModel) -> bool:
+        vmon = m.hv.values.get("VMon")
+        return (
+            m.hv.state in (ChannelState.OFF, ChannelState.TRIPPED)
+            and not m.hv.on
+            and vmon is not None
+            and abs(float(vmon)) <= self.config.hv_safe_voltage
+        )
+
+    def _observe_system(self, out: Outcome) -> None:
+        if self.modules:
+            new = system_state(m.state for m in self.modules.values())
+        else:
+            new = SystemState.DISCONNECTED if not self.connected else SystemState.MIXED
+        connected = self.connected
+        if connected and not self.ever_connected:
+            self.ever_connected = True
+            out.events.append(Event("connected", f"all {len(self.pv_index)} PVs connected", "info"))
+        if new != self.system.state:
+            old = self.system.state
+            self.system.trigger(f"to_{new.name}")
+            out.system = True
+            if new == SystemState.DISCONNECTED and self.ever_connected:
+                lost = sum(1 for c in self.channels.values() if not c.connected)
+                out.events.append(
+                    Event(
+                        "disconnected",
+                        f"crate unreachable ({lost} channels disconnected)",
+                        "alarm",
+                        {"channels_disconnected": lost},
+                    )
+                )
+            elif old == SystemState.DISCONNECTED and self.ever_connected and connected:
+                out.events.append(Event("reconnected", f"crate reachable again, state {new.value}", "info"))
+        if self.modules_summary() != getattr(self, "_last_summary", None):
+            self._last_summary = self.modules_summary()
+            out.system = True
+
+    @property
+    def connected(self) -> bool:
+        return all(c.connected for c in self.channels.values())
+
+    def modules_summary(self) -> tuple[int, int, int]:
+        ms = self.modules.values()
+        return (
+            len(self.modules),
+            sum(1 for m in ms if m.state == ModuleState.HV_ON),
+            sum(1 for m in ms if m.state == ModuleState.TRIPPED),
+        )
+
+    def system_snapshot(self) -> dict[str, Any]:
+        total, hv_on, tripped = self.modules_summary()
+        return {
+            "state": self.system.state.value,
+            "connected": self.connected,
+            "modules_total": total,
+            "modules_hv_on": hv_on,
+            "modules_tripped": tripped,
+        }
+
+    # ------------------------------------------------------------------ commands
+    def resolve_modules(self, names: list[str] | None) -> list[ModuleModel]:
+        """The modules named (all when None); unknown names refuse the command."""
+        if names is None:
+            if not self.modules:
+                raise CommandRefused("no modules configured")
+            return list(self.modules.values())
+        if not names:
+            raise CommandRefused("empty module list (omit 'modules' to address all modules)")
+        unknown = [n for n in names if n not in self.modules]
+        if unknown:
+            raise CommandRefused(
+                f"unknown module(s): {', '.join(unknown)}; known: {', '.join(sorted(self.modules)) or 'none'}"
+            )
+        return [self.modules[n] for n in dict.fromkeys(names)]
+
+    def command(self, cmd: Command, names: list[str] | None, now: float = 0.0) -> Outcome:
+        """Carry out a module command or raise :class:`CommandRefused` (then nothing is done)."""
+        modules = self.resolve_modules(names)
+        out = Outcome()
+        if cmd in (Command.LV_ON, Command.HV_ON):
+            refused = [m for m in modules if not getattr(m, f"may_{cmd.value}")()]
+            if refused:
+                raise CommandRefused(self._why(cmd, refused))
+            for m in modules:
+                m.trigger(cmd.value)
+                ch = m.lv if cmd == Command.LV_ON else m.hv
+                if cmd == Command.LV_ON and m.lv_off_pending_since is not None:
+                    m.lv_off_pending_since = None
+                    out.events.append(Event("sequence_aborted", f"module {m.name}: LV-off cancelled by lv_on"))
+                out.puts += self.settings_puts(ch)
+                out.puts.append(Put(ch.pvs["Pw"], 1))
+            out.result = {"modules": [m.name for m in modules]}
+            return out
+        # switching off: best effort on every reachable module, report the unreachable ones
+        reachable = [
+            m
+            for m in modules
+            if getattr(m, f"may_{cmd.value}")() and m.hv.connected and (cmd == Command.HV_OFF or m.lv.connected)
+        ]
+        unreachable = [m.name for m in modules if m not in reachable]
+        sequenced: list[str] = []
+        for m in reachable:
+            m.trigger(cmd.value)
+            out.puts.append(Put(m.hv.pvs["Pw"], 0))
+            if cmd == Command.LV_OFF:
+                if self._hv_is_off(m):
+                    out.puts.append(Put(m.lv.pvs["Pw"], 0))
+                else:
+                    if m.lv_off_pending_since is None:
+                        m.lv_off_pending_since = now
+                    sequenced.append(m.name)
+        out.result = {"modules": [m.name for m in reachable]}
+        if sequenced:
+            out.result["waiting_for_hv_off"] = sequenced
+            out.events.append(
+                Event(
+                    "lv_off_sequence",
+                    f"HV ramping down before LV off: {', '.join(sequenced)}",
+                    "info",
+                    {"modules": sequenced},
+                )
+            )
+        if unreachable:
+            out.result["unreachable"] = unreachable
+            self._pending = out
+            raise CommandRefused(
+                f"{cmd.value} sent to {len(reachable)} module(s) but NOT to disconnected module(s): "
+                f"{', '.join(unreachable)}"
+            )
+        return out
+
+    def take_partial(self) -> Outcome:
+        """The actions decided by a switch-off command that was only partly possible (then refused)."""
+        out, self._pending = self._pending, Outcome()
+        return out
+
+    def _why(self, cmd: Command, refused: list[ModuleModel]) -> str:
+        def reason(m: ModuleModel) -> str:
+            if m.state == ModuleState.TRIPPED:
+                return f"{m.name} (TRIPPED: clear_alarms first)"
+            if m.state == ModuleState.DISCONNECTED:
+                return f"{m.name} (DISCONNECTED)"
+            if m.lv_off_pending_since is not None:
+                return f"{m.name} (LV-off sequence in progress)"
+            return f"{m.name} (LV is {m.lv.state.value}, module {m.state.value})"
+
+        listing = ", ".join(reason(m) for m in refused)
+        if cmd == Command.HV_ON:
+            return f"hv_on refused: LV must be on first; not possible for module(s): {listing}"
+        return f"{cmd.value} refused for module(s): {listing}"
+
+    def settings_puts(self, ch: ChannelModel) -> list[Put]:
+        """Puts bringing the channel's settings to the configured/overridden values (only those that differ)."""
+        if not self.config.apply_settings_on_switch_on:
+            return []
+        puts = []
+        for param, value in ch.desired().items():
+            raw = encode_value(ch.cfg.kind, param, value)
+            current = ch.values.get(param)
+            if current is None or abs(float(current) - float(raw)) > 1e-9 * max(1.0, abs(float(raw))):
+                puts.append(Put(ch.pvs[param], raw))
+        return puts
+
+    def set_param(self, ch: ChannelModel, param: str, value: Any) -> Outcome:
+        """Validate against the configured limits and write one parameter (remembered as an override)."""
+        try:
+            checked = ch.cfg.check(param, value)
+        except ValueError as exc:
+            raise CommandRefused(str(exc)) from None
+        if not ch.connected:
+            raise CommandRefused(f"{ch.name} is disconnected")
+        from .pvnames import canonical_param
+
+        canonical = canonical_param(param, ch.cfg.kind)
+        assert canonical is not None
+        ch.overrides[canonical] = checked
+        out = Outcome(puts=[Put(ch.pvs[canonical], encode_value(ch.cfg.kind, canonical, checked))])
+        out.result = {"channel": ch.name, "param": canonical, "value": checked, "pv": ch.pvs[canonical]}
+        return out
+
+    def clear_alarms(self) -> Outcome:
+        tripped = [c.name for c in self.channels.values() if c.state == ChannelState.TRIPPED]
+        out = Outcome(puts=[Put(self.clear_alarm_pv, 1)])
+        out.result = {"tripped_channels": tripped}
+        return out
+
+
+def encode_value(kind: Kind, param: str, value: Any) -> float | int:
+    """The number to put for ``value`` (enum labels become their index)."""
+    spec = PARAMS[kind][param]
+    if spec.enum is not None:
+        return spec.enum.index(value) if isinstance(value, str) else int(value)
+    return int(value) if spec.integer else float(value)

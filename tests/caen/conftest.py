@@ -1,0 +1,198 @@
+"""Fixtures for the CAEN tests: a real simulated crate IOC and a real caen-fsm process on loopback.
+
+The CA port is chosen once per session (pyepics reads EPICS_CA_* when libca starts, before any test runs);
+the IOC and the service are fresh subprocesses per test, so every test starts from a crate that is off.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trackerdcs.localbroker import LocalBroker, free_port
+
+CA_PORT = free_port()
+CA_ENV = {
+    "EPICS_CA_SERVER_PORT": str(CA_PORT),
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+    "EPICS_CA_ADDR_LIST": f"127.0.0.1:{CA_PORT}",
+    "EPICS_CA_CONN_TMO": "2",
+    "EPICS_CA_MAX_SEARCH_PERIOD": "60",
+}
+os.environ.update(CA_ENV)  # before pyepics is imported anywhere in this process
+
+BIN = Path(sys.executable).parent
+SYSTEM = "teststand"
+
+#: Small crate: 3 modules (LV slot 0, HV slot 12) + fast ramps so tests run in seconds.
+CONFIG = {
+    "system": SYSTEM,
+    "channels": {
+        "0": {"module": "M0", "lv": {"board": 0, "chan": 0}, "hv": {"board": 12, "chan": 0}},
+        "1": {"module": "M1", "lv": {"board": 0, "chan": 1}, "hv": {"board": 12, "chan": 1}},
+        "2": {"module": "M2", "lv": {"board": 0, "chan": 2}, "hv": {"board": 12, "chan": 2, "setV": 150.0}},
+    },
+    "global": {
+        "lv": {"setV": 12.0, "maxI": 3.0, "tripTime": 0.3, "rampUpTime": 0.2, "rampDwnTime": 0.2},
+        "hv": {
+            "setV": 100.0,
+            "maxI": 10.0,
+            "rampUpSpeed": 200.0,
+            "rampDwnSpeed": 200.0,
+            "tripTime": 0.3,
+            "tripMode": "Kill",
+            "imRange": "High",
+        },
+    },
+    "limits": {"lv": {"V0Set": 14.0}, "hv": {"V0Set": 600.0}, "channels": {"M0_hv": {"V0Set": 350.0}}},
+    "deadbands": {"vmon": {"abs": 0.5}, "hv_vmon": {"abs": 0.5}, "lv_vmon": {"abs": 0.5}},
+    "service": {"heartbeat_s": 30, "hv_safe_voltage": 5.0},
+}
+
+
+def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = ""
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+            if marker in line:
+                return line
+        if proc.poll() is not None:
+            break
+    raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {seen[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class SimCrate:
+    """The caen-sim process (real EPICS IOC) with helpers to kill/restart it and inject faults."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **CA_ENV}
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "caen-sim"),
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(CA_PORT),
+                "--interface",
+                "127.0.0.1",
+                "--tick",
+                "0.02",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "a"),
+            text=True,
+        )
+        _read_until(self.proc, "caen-sim ready", 20)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    # -- direct CA access, as a person with caput in the lab would have
+    @staticmethod
+    def put(name: str, value, wait: bool = True) -> None:
+        import epics
+
+        assert epics.caput(f"{SYSTEM}:{name}", value, wait=wait, timeout=5) == 1, name
+
+    @staticmethod
+    def get(name: str, **kw):
+        import epics
+
+        return epics.caget(f"{SYSTEM}:{name}", timeout=5, use_monitor=False, **kw)
+
+
+class CaenProcess:
+    """The caen-fsm service as a subprocess talking to the broker and the simulated crate."""
+
+    def __init__(self, broker: LocalBroker, config_path: Path, log_path: Path) -> None:
+        self.broker = broker
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **CA_ENV, **self.broker.env("caen")}
+        env["DCS_MQTT_CLIENT_ID"] = f"caen-test-{uuid.uuid4().hex[:8]}"
+        self.proc = subprocess.Popen(
+            [str(BIN / "caen-fsm"), "--config", str(self.config_path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "a"),
+        )
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def caen_config(tmp_path: Path) -> Path:
+    path = tmp_path / "caen.yml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+@pytest.fixture
+def crate(tmp_path: Path, caen_config: Path) -> Iterator[SimCrate]:
+    sim = SimCrate(caen_config, tmp_path / "caen-sim.log")
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def caen(broker: LocalBroker, crate: SimCrate, caen_config: Path, tmp_path: Path, operator) -> Iterator[CaenProcess]:
+    """caen-fsm running against ``crate``; returns once its system status says connected and OFF."""
+    svc = CaenProcess(broker, caen_config, tmp_path / "caen-fsm.log")
+    svc.start()
+    try:
+        operator.wait_for(
+            "caen/status",
+            lambda m: m.json()["connected"] and m.json()["state"] == "OFF" and m.json()["ts"] > time.time() - 30,
+            timeout=20,
+        )
+        yield svc
+    finally:
+        svc.stop()

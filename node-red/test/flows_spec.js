@@ -1,0 +1,170 @@
+'use strict';
+// The real flows.json nodes, run inside Node-RED by node-red-node-test-helper.
+const assert = require('assert');
+const path = require('path');
+const { execFileSync } = require('child_process');
+const helper = require('node-red-node-test-helper');
+const functionNode = require('@node-red/nodes/core/function/10-function.js');
+const interlockNode = require('../nodes/dcs-interlock/interlock.js');
+const flows = require('../flows.json');
+
+helper.init(require.resolve('node-red'));
+
+const byId = (id) => JSON.parse(JSON.stringify(flows.find((n) => n.id === id)));
+const TAB = { id: 'test-tab', type: 'tab', label: 'test' };
+/** The flow node `id` moved to the test tab with its outputs rewired to helper nodes. */
+function take(id, wires) {
+  const n = byId(id);
+  n.z = TAB.id;
+  n.wires = wires;
+  return n;
+}
+const helperNode = (id) => ({ id, type: 'helper', z: TAB.id });
+function collect(node, n, timeoutMs = 2000) {
+  return new Promise((resolve, reject) => {
+    const got = [];
+    const t = setTimeout(() => reject(new Error(`expected ${n} messages, got ${got.length}`)), timeoutMs);
+    node.on('input', (msg) => {
+      got.push(msg);
+      if (got.length === n) { clearTimeout(t); resolve(got); }
+    });
+  });
+}
+
+describe('flows.json', function () {
+  this.timeout(10000);
+  before((done) => { helper.startServer(done); });
+  after((done) => { helper.stopServer(done); });
+  afterEach(() => helper.unload());
+
+  it('is what tools/build-flows.js generates', () => {
+    execFileSync(process.execPath, [path.join(__dirname, '..', 'tools', 'build-flows.js'), '--check']);
+  });
+
+  it('keeps MQTT credentials out of the flow file and uses ${ENV} for the broker', () => {
+    const broker = flows.find((n) => n.type === 'mqtt-broker');
+    assert.strictEqual(broker.credentials, undefined);
+    assert.strictEqual(broker.broker, '${MQTT_HOST}');
+    assert.ok(!JSON.stringify(flows).match(/password"\s*:/i), 'no password property in flows.json');
+  });
+
+  it('subscribes the interlock to the chiller, CAEN, sensors and acknowledgements', () => {
+    const topics = flows.filter((n) => n.type === 'mqtt in' && n.wires[0].includes('il-node')).map((n) => n.topic);
+    for (const t of ['julabo/status', 'julabo/availability', 'env/+', 'interlock/cmd/acknowledge', 'interlock/status']) {
+      assert.ok(topics.includes(t), `interlock listens to ${t}`);
+    }
+  });
+
+  describe('interlock node inside Node-RED', () => {
+    it('sends caen/cmd/hv_off then the trip event when the chiller stops', async () => {
+      const il = take('il-node', [['out']]);
+      Object.assign(il, { startupGraceS: '0', lvOffDelayS: '0.2', tickMs: '20' });
+      await helper.load([interlockNode], [il, TAB, helperNode('out')]);
+      const out = helper.getNode('out');
+      const node = helper.getNode('il-node');
+      node.receive({ topic: 'julabo/status', payload: { state: 'RUNNING', connected: true, bath_temp: -20, ts: Date.now() / 1000 } });
+      const seen = [];
+      const lvOff = new Promise((resolve) => out.on('input', (msg) => {
+        seen.push(msg);
+        if (msg.topic === 'caen/cmd/lv_off') resolve();
+      }));
+      node.receive({ topic: 'julabo/status', payload: { state: 'STOPPED', connected: true, bath_temp: -20, ts: Date.now() / 1000 } });
+      await lvOff;
+      const topics = seen.map((m) => m.topic);
+      const hv = topics.indexOf('caen/cmd/hv_off');
+      assert.ok(hv >= 0, 'HV off sent');
+      assert.ok(hv < topics.indexOf('caen/cmd/lv_off'), 'HV off before LV off');
+      const trip = seen.find((m) => m.topic === 'interlock/event' && m.payload.kind === 'trip');
+      assert.strictEqual(trip.payload.reason, 'chiller_not_running');
+      assert.strictEqual(seen[hv].qos, 1);
+      const status = seen.filter((m) => m.topic === 'interlock/status').pop();
+      assert.strictEqual(status.retain, true);
+      assert.strictEqual(status.payload.state, 'TRIPPED');
+    });
+
+    it('survives garbage input and keeps evaluating', async () => {
+      const il = take('il-node', [['out']]);
+      Object.assign(il, { startupGraceS: '0', tickMs: '20' });
+      await helper.load([interlockNode], [il, TAB, helperNode('out')]);
+      const node = helper.getNode('il-node');
+      node.receive({ payload: 'no topic' });
+      node.receive({ topic: 'julabo/status', payload: Buffer.from('\xff{{') });
+      node.receive({ topic: 'env/box', payload: 42 });
+      const out = helper.getNode('out');
+      const hv = new Promise((resolve) => out.on('input', (m) => m.topic === 'caen/cmd/hv_off' && resolve(m)));
+      node.receive({ topic: 'julabo/status', payload: { state: 'ALARM', status_code: -14, status_text: 'EXCESS TEMPERATURE PROTECTOR ALARM', ts: Date.now() / 1000 } });
+      await hv;
+    });
+
+    it('takes its limits from ${ENV} properties, defaults when unset', async () => {
+      process.env.TEST_BATH_MAX = '-25';
+      const il = take('il-node', [['out']]);
+      Object.assign(il, { bathTempMax: '${TEST_BATH_MAX}', staleS: '${TEST_UNSET_VAR}', startupGraceS: '0' });
+      await helper.load([interlockNode], [il, TAB, helperNode('out')]);
+      const node = helper.getNode('il-node');
+      assert.strictEqual(node.interlock.cfg.bathTempMax, -25);
+      assert.strictEqual(node.interlock.cfg.staleS, 60);
+      delete process.env.TEST_BATH_MAX;
+    });
+  });
+
+  describe('operator UI command guard', () => {
+    async function guard() {
+      await helper.load([functionNode], [take('ui-guard', [['mqtt'], ['refused']]), TAB, helperNode('mqtt'), helperNode('refused')]);
+      return { g: helper.getNode('ui-guard'), mqtt: helper.getNode('mqtt'), refused: helper.getNode('refused') };
+    }
+
+    it('forwards a module HV-off with an id at QoS 1', async () => {
+      const { g, mqtt } = await guard();
+      const got = collect(mqtt, 1);
+      g.receive({ topic: 'caen/cmd/hv_off', payload: { modules: ['M1'] } });
+      const [msg] = await got;
+      assert.deepStrictEqual(msg.payload.modules, ['M1']);
+      assert.match(msg.payload.id, /^ui-/);
+      assert.strictEqual(msg.qos, 1);
+    });
+
+    it('refuses HV on while the interlock is not OK', async () => {
+      const { g, mqtt, refused } = await guard();
+      g.context().flow.set('model', { status: { interlock: { state: 'ACK_PENDING' } }, events: [] });
+      let forwarded = false;
+      mqtt.on('input', () => { forwarded = true; });
+      const got = collect(refused, 1);
+      g.receive({ topic: 'caen/cmd/hv_on', payload: {} });
+      const [msg] = await got;
+      assert.match(msg.payload, /interlock is ACK_PENDING/);
+      assert.strictEqual(forwarded, false);
+    });
+
+    it('refuses topics that are not service commands', async () => {
+      const { g, refused } = await guard();
+      const got = collect(refused, 2);
+      g.receive({ topic: 'caen/status', payload: {} });
+      g.receive({ topic: 'caen/cmd/format_disk', payload: {} });
+      const msgs = await got;
+      assert.ok(msgs.every((m) => /unknown command topic/.test(m.payload)));
+    });
+  });
+
+  describe('operator UI model', () => {
+    it('folds statuses, modules, events and sensors into one model for the widgets', async () => {
+      await helper.load([functionNode], [take('ui-collect', [['ui']]), TAB, helperNode('ui')]);
+      const c = helper.getNode('ui-collect');
+      const got = collect(helper.getNode('ui'), 1);
+      c.receive({ topic: 'caen/availability', payload: 'online' });
+      c.receive({ topic: 'caen/status', payload: Buffer.from('{"state":"HV_ON","modules_hv_on":1,"ts":1}') });
+      c.receive({ topic: 'caen/status/module/M1', payload: { module: 'M1', state: 'HV_ON', hv_vmon: 300 } });
+      c.receive({ topic: 'caen/event', payload: { kind: 'trip', severity: 'alarm', message: 'M1 tripped', ts: 2 } });
+      c.receive({ topic: 'env/box', payload: { temperature: 20, humidity: 50, ts: 3 } });
+      c.receive({ topic: 'julabo/status', payload: '{broken' });
+      const [msg] = await got;
+      const m = msg.payload;
+      assert.strictEqual(m.services.caen.availability, 'online');
+      assert.strictEqual(m.services.caen.state, 'HV_ON');
+      assert.strictEqual(m.modules.M1.hv_vmon, 300);
+      assert.strictEqual(m.events[0].message, 'M1 tripped');
+      assert.ok(Math.abs(m.env.box.dewpoint - 9.26) < 0.1);
+      assert.strictEqual(m.status.julabo, undefined, 'unreadable status ignored');
+    });
+  });
+});

@@ -84,9 +84,12 @@ class DcsClient:
     # ------------------------------------------------------------------ connection
     def connect(self) -> DcsClient:
         """Connect and wait for the broker's acceptance; raise DcsError if refused or unreachable."""
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        try:
+            self.client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        except OSError as exc:
+            raise DcsError(f"cannot reach broker {self.settings.host}:{self.settings.port}: {exc}") from None
         self.client.loop_start()
-        if not self._connected.wait(self.connect_timeout):
+        if not self._connected.wait(self.connect_timeout) or self._refused:
             self.close()
             raise DcsError(self._refused or f"cannot reach broker {self.settings.host}:{self.settings.port}")
         return self
@@ -104,6 +107,7 @@ class DcsClient:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             self._refused = f"broker refused connection: {reason}"
+            self._connected.set()
             return
         set_nodelay(client)
         client.subscribe(self.reply_topic, qos=1)

@@ -1,0 +1,256 @@
+"""``dcs``: the command-line client for operators and scripts.
+
+    dcs status [--watch] [--detail] [SERVICE...]      live view of every service
+    dcs SERVICE COMMAND [key=value ...] [--args JSON]  send a command, wait for its reply
+    dcs ph2acf runs [limit=N] | dcs ph2acf show RUN    stored calibration runs
+    dcs backup ... | dcs restore ...                   see docs/operations.md
+
+Connection settings come from ``--config FILE`` (a YAML file with an ``mqtt:`` section), else ``$DCS_CONFIG``,
+else ``~/.config/trackerdcs/dcs.yml``, then ``DCS_MQTT_*`` environment variables and the options below.
+
+Exit status: 0 success, 1 the service refused the command, 2 no reply / cannot reach the broker, 64 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .client import CommandFailed, DcsClient, DcsError, NoReply
+from .config import ConfigError, MqttSettings, load_yaml
+
+EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY, EXIT_USAGE = 0, 1, 2, 64
+
+# Bare positional values accepted for some commands: (service, command) -> argument name.
+POSITIONAL = {("ph2acf", "show"): "run", ("julabo", "set_setpoint"): "value"}
+
+
+def parse_assignments(tokens: list[str], service: str = "", command: str = "") -> dict[str, Any]:
+    """Turn ``key=value`` tokens into command arguments.
+
+    Values are read as JSON when they parse (numbers, true/false, null, lists, objects), otherwise as
+    strings. A key given several times becomes a list (``modules=M1 modules=M2``).
+    """
+    args: dict[str, Any] = {}
+    repeated: set[str] = set()
+    for token in tokens:
+        if "=" not in token:
+            positional = POSITIONAL.get((service, command))
+            if positional is None or positional in args:
+                raise ValueError(f"expected key=value, got {token!r}")
+            key, text = positional, token
+        else:
+            key, text = token.split("=", 1)
+        if not key:
+            raise ValueError(f"empty argument name in {token!r}")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        if key in args:
+            if key not in repeated:
+                args[key] = [args[key]]
+                repeated.add(key)
+            args[key].append(value)
+        else:
+            args[key] = value
+    return args
+
+
+def load_settings(ns: argparse.Namespace) -> MqttSettings:
+    """Connection settings from the config file, the environment and the command line (in that order)."""
+    path = ns.config or os.environ.get("DCS_CONFIG")
+    default = Path.home() / ".config" / "trackerdcs" / "dcs.yml"
+    section: dict[str, Any] = {}
+    if path or default.exists():
+        section = load_yaml(path or default).get("mqtt") or {}
+    settings = MqttSettings.from_config(section)
+    if ns.host:
+        settings.host = ns.host
+    if ns.port:
+        settings.port = ns.port
+    if ns.user:
+        settings.username = ns.user
+    if ns.password_file:
+        settings.password_file = ns.password_file
+    return settings
+
+
+# ---------------------------------------------------------------------- status view
+def collect_status(client: DcsClient, services: list[str], settle_s: float = 0.7) -> dict[str, dict[str, Any]]:
+    """Gather availability, status, health (and sub-status topics) of every service seen on the broker."""
+    client.subscribe(["+/availability", "+/status", "+/status/#", "+/health"])
+    time.sleep(settle_s)
+    view: dict[str, dict[str, Any]] = {}
+    for topic, message in client.latest("#").items():
+        parts = topic.split("/")
+        svc = parts[0]
+        if services and svc not in services:
+            continue
+        entry = view.setdefault(svc, {"availability": None, "status": None, "health": None, "sub": {}})
+        try:
+            payload = message.json() if parts[1] != "availability" else message.payload.decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if parts[1] in ("availability", "health") and len(parts) == 2:
+            entry[parts[1]] = payload
+        elif parts[1] == "status" and len(parts) == 2:
+            entry["status"] = payload
+        elif parts[1] == "status":
+            entry["sub"]["/".join(parts[2:])] = payload
+    return dict(sorted(view.items()))
+
+
+def _age(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return "-"
+    age = time.time() - ts
+    return f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}min"
+
+
+def render_status(view: dict[str, dict[str, Any]], detail: bool = False) -> str:
+    """A plain-text table of the status view."""
+    if not view:
+        return "no service has published anything on this broker"
+    lines = [f"{'SERVICE':<10} {'AVAIL':<8} {'STATE':<14} {'AGE':>6}  {'CPU%':>5} {'RSS MB':>7} {'RECONN':>6}  DETAILS"]
+    for svc, entry in view.items():
+        status = entry["status"] or {}
+        health = entry["health"] or {}
+        details = ", ".join(
+            f"{k}={v}" for k, v in status.items() if k not in ("state", "ts") and not isinstance(v, (dict, list))
+        )
+        if health.get("last_error"):
+            details += f"  last error: {health['last_error']}"
+        lines.append(
+            f"{svc:<10} {entry['availability'] or '?':<8} {status.get('state', '-'):<14} "
+            f"{_age(status.get('ts')):>6}  {health.get('cpu_percent', '-'):>5} {health.get('rss_mb', '-'):>7} "
+            f"{health.get('mqtt_reconnects', '-'):>6}  {details[:160]}"
+        )
+        if detail:
+            for sub, payload in sorted(entry["sub"].items()):
+                if not isinstance(payload, dict):
+                    continue
+                fields = ", ".join(
+                    f"{k}={v}" for k, v in payload.items() if k != "ts" and not isinstance(v, (dict, list))
+                )
+                lines.append(f"  {sub:<30} {fields[:150]}")
+    return "\n".join(lines)
+
+
+def cmd_status(ns: argparse.Namespace, client: DcsClient) -> int:
+    while True:
+        view = collect_status(client, ns.services)
+        if ns.json:
+            print(json.dumps(view, indent=2, default=str))
+        else:
+            if ns.watch:
+                print("\x1b[2J\x1b[H", end="")
+            print(render_status(view, ns.detail))
+        if not ns.watch:
+            return EXIT_OK
+        time.sleep(max(0.0, ns.interval - 0.7))
+
+
+def cmd_command(ns: argparse.Namespace, client: DcsClient) -> int:
+    try:
+        args = parse_assignments(ns.assignments, ns.service, ns.command)
+        if ns.args:
+            extra = json.loads(ns.args)
+            if not isinstance(extra, dict):
+                raise ValueError("--args must be a JSON object")
+            args.update(extra)
+    except ValueError as exc:
+        print(f"dcs: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        reply = client.command(ns.service, ns.command, args, timeout=ns.timeout)
+    except CommandFailed as exc:
+        if ns.json:
+            print(json.dumps(exc.reply))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except NoReply as exc:
+        if ns.json:
+            print(json.dumps({"ok": False, "error": str(exc), "command": ns.command}))
+        print(f"dcs: {exc}", file=sys.stderr)
+        return EXIT_NO_REPLY
+    if ns.json:
+        print(json.dumps(reply))
+    else:
+        result = reply.get("result")
+        print("ok" + (" (duplicate: not acted on again)" if reply.get("duplicate") else ""))
+        if result is not None:
+            print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcs",
+        description="trackerdcs command-line client",
+        epilog="Examples: dcs status --detail | dcs caen lv_on modules=M1 | dcs julabo set_setpoint index=1 value=-25",
+    )
+    parser.add_argument("--config", help="YAML file with an mqtt: section (default $DCS_CONFIG)")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--user")
+    parser.add_argument("--password-file")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply (default 10)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(argv)
+    if not rest:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if rest[0] in ("backup", "restore"):
+        from . import backup
+
+        entry = backup.main_backup if rest[0] == "backup" else backup.main_restore
+        return entry(rest[1:])
+    if rest[0] == "status":
+        sub = argparse.ArgumentParser(prog="dcs status")
+        sub.add_argument("services", nargs="*")
+        sub.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+        sub.add_argument("--detail", action="store_true", help="also list per-channel/per-module topics")
+        sub.add_argument("--interval", type=float, default=2.0)
+        sub.add_argument("--json", action="store_true")
+        sns = sub.parse_args(rest[1:])
+        ns.services, ns.watch, ns.detail, ns.interval = sns.services, sns.watch, sns.detail, sns.interval
+        ns.json = ns.json or sns.json
+        handler = cmd_status
+    else:
+        if len(rest) < 2:
+            print("dcs: usage: dcs SERVICE COMMAND [key=value ...]", file=sys.stderr)
+            return EXIT_USAGE
+        sub = argparse.ArgumentParser(prog=f"dcs {rest[0]} {rest[1]}")
+        sub.add_argument("assignments", nargs="*")
+        sub.add_argument("--args", help="arguments as one JSON object")
+        sub.add_argument("--json", action="store_true")
+        sns = sub.parse_args(rest[2:])
+        ns.service, ns.command, ns.assignments, ns.args = rest[0], rest[1], sns.assignments, sns.args
+        ns.json = ns.json or sns.json
+        handler = cmd_command
+    try:
+        settings = load_settings(ns)
+        with DcsClient(settings) as client:
+            return handler(ns, client)
+    except (ConfigError, DcsError) as exc:
+        print(f"dcs: {exc}", file=sys.stderr)
+        return EXIT_NO_REPLY
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

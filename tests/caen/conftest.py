@@ -100,6 +100,7 @@ class SimCrate:
 
     def start(self) -> None:
         env = {**os.environ, **CA_ENV}
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
         self.proc = subprocess.Popen(
             [
                 str(BIN / "caen-sim"),
@@ -114,9 +115,10 @@ class SimCrate:
             ],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=open(self.log_path, "a"),
+            stderr=logf,
             text=True,
         )
+        logf.close()
         _read_until(self.proc, "caen-sim ready", 20)
 
     def kill(self) -> None:
@@ -153,12 +155,14 @@ class CaenProcess:
     def start(self) -> None:
         env = {**os.environ, **CA_ENV, **self.broker.env("caen")}
         env["DCS_MQTT_CLIENT_ID"] = f"caen-test-{uuid.uuid4().hex[:8]}"
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
         self.proc = subprocess.Popen(
             [str(BIN / "caen-fsm"), "--config", str(self.config_path)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.log_path, "a"),
+            stderr=logf,
         )
+        logf.close()
 
     def stop(self) -> None:
         _stop(self.proc)

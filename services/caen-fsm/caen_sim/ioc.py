@@ -5,7 +5,7 @@ Record names follow the SY4527 EPICS server: ``<Sys>:<slot %02d>:<chan %03d>:<Pa
 
 * ``<Sys>:SIM:<slot %02d>:<chan %03d>:Load``      load resistance (HV MOhm, LV Ohm); lower = more current
 * ``<Sys>:SIM:<slot %02d>:<chan %03d>:Leakage``   extra current (HV uA, LV A) drawn while powered
-* ``<Sys>:SIM:<slot %02d>:<chan %03d>:ForceTrip`` 1 = over-current now (trips after ``Trip`` seconds)
+* ``<Sys>:SIM:<slot %02d>:<chan %03d>:ForceTrip`` 1 = trip now (INTTRIP, power-down per PDwn)
 * ``<Sys>:SIM:<slot %02d>:<chan %03d>:Unplug``    1 = board unplugged (UNPLUGGED bit, zero readings)
 * ``<Sys>:SIM:PwOnPuts``                          number of Pw=On puts received since start
 

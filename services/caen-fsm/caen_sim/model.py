@@ -128,6 +128,10 @@ class SimChannel:
             self.Pw, self._ramp, self._ovc, self._v_true = 0, 0, False, 0.0
             self.VMon = self.IMon = 0.0
             return
+        if self.force_trip:  # fault injection: trip now, as an over-current lasting Trip seconds would
+            self.force_trip = False
+            if self.Pw:
+                self._trip()
         target = min(self.V0Set, MAX_VOLTAGE[self.kind]) if self.Pw else 0.0
         up, down = self._rates()
         v = self._v_true
@@ -138,8 +142,6 @@ class SimChannel:
         self._ramp = 1 if v < target - EPS_V else (-1 if v > target + EPS_V else 0)
         # load current and current limit
         extra = self.extra_current
-        if self.force_trip and self.Pw:
-            extra = max(extra, 2.0 * max(self.I0Set, 1e-6))
         current = (v / self.load if self.load > 0 else 0.0) + (extra if self.Pw or v > 0 else 0.0)
         self._ovc = bool(self.Pw) and current > max(self.I0Set, 0.0)
         if self._ovc:

@@ -51,7 +51,16 @@ def users() -> list[str]:
 class LocalBroker:
     """Mosquitto on 127.0.0.1 with authentication, the ACL and persistence in ``workdir``."""
 
-    def __init__(self, workdir: Path, secrets_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        secrets_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (CA certificate, server certificate, server key) to serve MQTT over TLS only."""
+        self.tls = tls
         self.workdir = Path(workdir)
         self.secrets_dir = Path(secrets_dir)
         self.host = host
@@ -88,6 +97,11 @@ class LocalBroker:
                     "log_type all",
                     "connection_messages true",
                     f"listener {self.port} {self.host}",
+                    *(
+                        [f"cafile {self.tls[0]}", f"certfile {self.tls[1]}", f"keyfile {self.tls[2]}"]
+                        if self.tls
+                        else []
+                    ),
                     "",
                 ]
             )

@@ -53,10 +53,12 @@ def test_commands_and_replies_are_not_recorded():
 
 def test_module_status_becomes_one_caen_module_point_tagged_by_module_and_channels():
     conf = load(env=default_env())
-    payload = (b'{"module":"M1","state":"HV_ON","lv_channel":"lv0","hv_channel":"hv0","lv_vmon":10.5,'
-               b'"lv_imon":1,"hv_vmon":300,"hv_imon":0.5,"ts":1795400000.25}')
+    payload = (
+        b'{"module":"M1","state":"HV_ON","lv_channel":"lv0","hv_channel":"hv0","lv_vmon":10.5,'
+        b'"lv_imon":1,"hv_vmon":300,"hv_imon":0.5,"ts":1795400000.25}'
+    )
     assert translate(conf, "caen/status/module/M1", payload, 0.0) == [
-        'caen_module,hv_channel=hv0,lv_channel=lv0,module=M1 hv_imon=0.5,hv_vmon=300.0,lv_imon=1.0,lv_vmon=10.5,'
+        "caen_module,hv_channel=hv0,lv_channel=lv0,module=M1 hv_imon=0.5,hv_vmon=300.0,lv_imon=1.0,lv_vmon=10.5,"
         'state="HV_ON" 1795400000250'
     ]
 
@@ -71,8 +73,13 @@ def test_chiller_without_external_sensor_writes_no_external_temp_field():
 
 def test_events_are_tagged_by_service_kind_and_severity():
     conf = load(env=default_env())
-    (lp,) = translate(conf, "caen/event", b'{"kind":"trip","severity":"alarm","message":"hv1 \\"OVC\\"",'
-                      b'"channel":"hv1","module":"M2","flags":["OVC"],"ts":2}', 0.0)
+    (lp,) = translate(
+        conf,
+        "caen/event",
+        b'{"kind":"trip","severity":"alarm","message":"hv1 \\"OVC\\"",'
+        b'"channel":"hv1","module":"M2","flags":["OVC"],"ts":2}',
+        0.0,
+    )
     assert lp.startswith("dcs_event,kind=trip,service=caen,severity=alarm ")
     assert 'message="hv1 \\"OVC\\""' in lp
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 from ph2acf_bridge.calibrations import Flavour
 
-from .simrun import SimError, SimSettings, SimulatedRun, next_run_number
-
 ABORTED_STATUS = 130
 
 
@@ -35,7 +33,18 @@ def _parser(prog: str, flavour: Flavour) -> argparse.ArgumentParser:
 
 def run_executable(prog: str, flavour: Flavour, argv: list[str] | None = None) -> int:
     """Parse ``argv`` like the real executable and run one simulated calibration; return the exit status."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        _log(f"Received signal {signal.Signals(signum).name}: stopping the run")
+        stop.set()
+
+    # installed before the heavy imports (numpy, uproot) so an early abort is never a KeyboardInterrupt
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     args = _parser(prog, flavour).parse_args(argv)
+    from .simrun import SimError, SimSettings, SimulatedRun, next_run_number
+
     workdir = Path.cwd()
     try:
         settings = SimSettings.from_env()
@@ -44,14 +53,6 @@ def run_executable(prog: str, flavour: Flavour, argv: list[str] | None = None) -
     except SimError as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        _log(f"Received signal {signal.Signals(signum).name}: stopping the run")
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     result = sim.execute(stop)
     return ABORTED_STATUS if result.aborted else 0
 

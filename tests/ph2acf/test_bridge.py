@@ -1,0 +1,383 @@
+"""The bridge over real MQTT: calibration runs from ph2acf/cmd/start to a stored run document.
+
+Every test runs a real Mosquitto (ACL on), the real simulator executables or TCP server, and the MongoDB
+named in the test id (``[mongomock]`` = the in-process stand-in, ``[mongodb]`` = MONGODB_URI).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ph2acf_bridge.app import Bridge
+from ph2acf_bridge.settings import load_settings
+from ph2acf_bridge.store import MongoStore, RunStore
+
+from trackerdcs.client import CommandFailed, DcsClient, Message, NoReply
+from trackerdcs.localbroker import LocalBroker, free_port, wait_port
+
+from .conftest import BIN, FAST_SIM, sim_env, unreachable_mongo
+
+RUN_TIMEOUT = 30
+
+
+class Recorder:
+    """Everything published on a topic pattern from now on, decoded."""
+
+    def __init__(self, client: DcsClient, pattern: str) -> None:
+        self.messages: list[Message] = []
+        client.watch(pattern, self.messages.append)
+
+    def docs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        out = [m.json() for m in list(self.messages) if m.payload]
+        return [d for d in out if kind is None or d.get("kind") == kind]
+
+    def wait(self, kind: str, timeout: float = RUN_TIMEOUT, count: int = 1) -> dict[str, Any]:
+        """The ``count``-th event of ``kind`` seen by this recorder."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.docs(kind)
+            if len(found) >= count:
+                return found[count - 1]
+            time.sleep(0.02)
+        raise AssertionError(f"no {kind} event within {timeout} s; saw {[d.get('kind') for d in self.docs()]}")
+
+
+def wait_answering(broker: LocalBroker, bridge: Bridge, timeout: float = 10) -> None:
+    """Block until the bridge answers commands. ``Service.wait_connected`` returns on CONNACK, before the broker
+    has necessarily processed the bridge's SUBSCRIBE to its command topics."""
+    assert bridge.svc.wait_connected(timeout)
+    deadline = time.monotonic() + timeout
+    with DcsClient(broker.settings("operator")) as probe:
+        while True:
+            try:
+                probe.command(bridge.settings.root, "status", timeout=0.5)
+                return
+            except NoReply:
+                assert time.monotonic() < deadline, "bridge does not answer commands"
+
+
+@pytest.fixture
+def make_bridge(broker: LocalBroker, tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
+    bridges: list[Bridge] = []
+
+    def make(
+        workdir: Path,
+        store_mongo: MongoStore | None,
+        *,
+        mode: str = "subprocess",
+        env: dict[str, str] | None = None,
+        tcp_port: int = 0,
+        flavour: str = "it",
+        replay_interval_s: float = 3600,
+        **ph2: Any,
+    ) -> Bridge:
+        state = tmp_path / f"bridge-{len(bridges)}"
+        config = {
+            "ph2acf": {
+                "mode": mode,
+                "flavour": flavour,
+                "stand": "test",
+                "workdir": str(workdir),
+                "config_file": "CMSIT.xml" if flavour == "it" else "OT.xml",
+                "subprocess": {
+                    "executable": str(BIN / ("CMSITminiDAQ" if flavour == "it" else "runCalibration")),
+                    "env": {**FAST_SIM, **(env or {})},
+                    "abort_grace_s": 3,
+                },
+                "tcp": {"port": tcp_port or 1, "poll_s": 0.1, "timeout_s": 5},
+                **ph2,
+            },
+            "storage": {
+                "archive_dir": str(state / "archive"),
+                "spool_dir": str(state / "spool"),
+                "state_dir": str(state / "state"),
+                "replay_interval_s": replay_interval_s,
+            },
+        }
+        settings = load_settings(config)
+        store = RunStore(settings.archive_dir, settings.spool_dir, store_mongo)
+        bridge = Bridge(
+            settings, broker.settings("ph2acf", client_id=f"ph2acf-test-{uuid.uuid4().hex[:8]}"), store=store
+        )
+        bridge.start()
+        bridges.append(bridge)
+        wait_answering(broker, bridge)
+        return bridge
+
+    yield make
+    for bridge in bridges:
+        bridge.stop(timeout=15)
+
+
+@pytest.fixture
+def sim_server(it_workdir: Path) -> Iterator[Callable[..., tuple[int, subprocess.Popen[str]]]]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(flavour: str = "it", **env: str) -> tuple[int, subprocess.Popen[str]]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [str(BIN / "ph2acf-sim"), "--port", str(port), "--workdir", str(it_workdir), "--flavour", flavour],
+            env=sim_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        wait_port("127.0.0.1", port, 15)
+        return port, proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def publish_conditions(broker: LocalBroker) -> None:
+    """Retained CAEN, Julabo and environment readings, published by their own MQTT users."""
+    for user, topic, payload in [
+        ("caen", "caen/status", {"state": "HV_ON", "connected": True, "modules_total": 1, "modules_hv_on": 1,
+                                 "modules_tripped": 0, "ts": time.time()}),
+        ("caen", "caen/status/module/M1", {"module": "M1", "state": "HV_ON", "hv_vmon": -300.2, "hv_imon": 1.7,
+                                           "lv_vmon": 11.0, "lv_imon": 2.1, "ts": time.time()}),
+        ("julabo", "julabo/status", {"state": "RUNNING", "bath_temp": -29.8, "setpoint": -30.0, "ts": time.time()}),
+        ("sensors", "env/box.1", {"temperature": -20.5, "humidity": 1.2, "ts": time.time()}),
+    ]:  # fmt: skip
+        with DcsClient(broker.settings(user)) as client:
+            client.client.publish(topic, json.dumps(payload), qos=1, retain=True).wait_for_publish(5)
+
+
+def start(operator: DcsClient, **args: Any) -> dict[str, Any]:
+    payload = {"calibration": "scurve", "operator": "alice", "modules": ["M1"], **args}
+    return operator.command("ph2acf", "start", payload)
+
+
+def test_subprocess_run_is_announced_summarised_and_stored_with_conditions(
+    broker: LocalBroker, operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    publish_conditions(broker)
+    bridge = make_bridge(it_workdir, mongo)
+    events = Recorder(operator, "ph2acf/event")
+    statuses = Recorder(operator, "ph2acf/status")
+    time.sleep(0.3)  # conditions arrive at the bridge
+    reply = start(operator, comment="first light")
+    assert reply["result"]["state"] == "STARTING"
+    started = events.wait("run_start")
+    stopped = events.wait("run_stop")
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    assert started["run"] == 0 and started["operator"] == "alice" and started["modules"] == ["M1"]
+    assert stopped["outcome"] == "done" and stopped["start_ts"] == started["start_ts"]
+    running = [s for s in statuses.docs() if s["state"] == "RUNNING"]
+    assert any(0 < s["progress"] < 100 for s in running), "progress was published during the run"
+    assert running[-1]["run"] == 0 and running[-1]["mode"] == "subprocess"
+
+    doc = mongo._db()["runs"].find_one({"run": 0})
+    assert (doc["start_ts"], doc["stop_ts"]) == (stopped["start_ts"], stopped["stop_ts"])  # same clock as Influx
+    assert doc["outcome"] == "done" and doc["comment"] == "first light" and doc["calibration_name"] == "SCurve"
+    assert "<HwDescription>" in doc["config_xml"]
+    assert doc["summary"]["totals"] == {"chips": 2, "channels": 2 * 48 * 40, "dead": 2, "noisy": 2, "histograms": 8}
+    assert mongo.read_file(doc["result_file"]["gridfs_id"])[:4] == b"root"
+    start_conditions = doc["conditions"]["start"]
+    assert start_conditions["caen"]["system"]["state"] == "HV_ON"
+    assert start_conditions["caen"]["modules"]["M1"]["hv_vmon"] == -300.2
+    assert start_conditions["julabo"]["bath_temp"] == -29.8
+    assert start_conditions["env"]["box_1"]["temperature"] == -20.5
+    assert doc["conditions"]["end"]["taken_ts"] >= doc["stop_ts"]
+
+    final = operator.status("ph2acf")
+    assert final is not None
+    final = operator.wait_for("ph2acf/status", lambda m: m.json()["state"] == "IDLE", timeout=5).json()
+    assert final["mongo_ok"] is True and final["spooled"] == 0 and final["run"] is None
+
+    runs = operator.command("ph2acf", "runs", {"limit": 5})["result"]["runs"]
+    assert [(r["run"], r["outcome"], r["dead"]) for r in runs] == [(0, "done", 2)]
+    shown = operator.command("ph2acf", "show", {"run": 0})["result"]["run"]
+    assert shown["uid"] == doc["uid"] and shown["summary"]["chips"][0]["chip"] == "B0_O0_H0_C0"
+    with pytest.raises(CommandFailed, match="run 99 not found"):
+        operator.command("ph2acf", "show", {"run": 99})
+
+
+def test_second_start_is_refused_while_running_and_abort_stops_the_run(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(it_workdir, mongo, env={"PH2ACF_SIM_DURATION": "60", "PH2ACF_SIM_STEPS": "600"})
+    events = Recorder(operator, "ph2acf/event")
+    start(operator, calibration="pixelalive")
+    events.wait("run_start")
+    operator.wait_for("ph2acf/status", lambda m: m.json()["progress"] > 0, timeout=10)
+    with pytest.raises(CommandFailed, match="already in progress"):
+        start(operator)
+    t0 = time.monotonic()
+    reply = operator.command("ph2acf", "abort")
+    assert reply["result"]["state"] == "ABORTING"
+    stopped = events.wait("run_stop")
+    assert stopped["outcome"] == "aborted"
+    assert time.monotonic() - t0 < 10
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})
+    assert doc["outcome"] == "aborted" and doc["abort_reason"] == "operator request"
+    assert doc["summary"]["totals"]["chips"] == 2  # partial results are kept
+    with pytest.raises(CommandFailed, match="no run to abort"):
+        operator.command("ph2acf", "abort")
+
+
+def test_crash_mid_run_is_stored_as_failed_and_raises_an_alarm(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(it_workdir, mongo, env={"PH2ACF_SIM_CRASH_AT": "50"})
+    events = Recorder(operator, "ph2acf/event")
+    start(operator)
+    stopped = events.wait("run_stop")
+    alarm = events.wait("error")
+    assert stopped["outcome"] == "failed"
+    assert alarm["severity"] == "alarm" and "status 134" in alarm["error"] and "terminate called" in alarm["error"]
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    assert operator.wait_for("ph2acf/status", lambda m: m.json()["state"] == "ERROR", timeout=5)
+    doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})
+    assert doc["outcome"] == "failed" and doc["exit_code"] == 134 and doc["result_file"] is None
+    assert any("terminate called" in line for line in doc["log_tail"])
+
+
+def test_unknown_calibration_is_refused_before_anything_runs(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(it_workdir, mongo)
+    with pytest.raises(CommandFailed, match="'warpdrive' is not one of"):
+        start(operator, calibration="warpdrive")
+    with pytest.raises(CommandFailed, match="'pedenoise' is not one of"):  # an outer-tracker one on an IT stand
+        start(operator, calibration="pedenoise")
+    assert bridge.status()["state"] == "IDLE"
+    assert not (it_workdir / "RunNumber.txt").exists()
+
+
+def test_bad_input_gets_clear_errors_and_the_bridge_keeps_working(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(it_workdir, mongo)
+    replies = Recorder(operator, "ph2acf/reply")
+    operator.client.publish("ph2acf/cmd/start", b"{calibration: scurve", qos=1)
+    cases = [
+        ({"calibration": 5, "operator": "a"}, "must be a string"),
+        ({"calibration": "scurve", "operator": "a", "modules": "M1"}, "must be a list"),
+        ({"calibration": "scurve"}, "missing argument 'operator'"),
+        ({"calibration": "scurve", "operator": "   "}, "operator must not be empty"),
+        ({"calibration": "scurve", "operator": "a", "hv": 800}, "unknown argument"),
+        ({"calibration": "scurve", "operator": "a", "config_file": "../../../etc/passwd"}, "outside the allowed"),
+        ({"calibration": "scurve", "operator": "a", "config_file": "missing.xml"}, "does not exist"),
+    ]
+    for args, message in cases:
+        with pytest.raises(CommandFailed, match=message):
+            operator.command("ph2acf", "start", args)
+    with pytest.raises(CommandFailed, match="above the maximum"):
+        operator.command("ph2acf", "runs", {"limit": 10_000})
+    with pytest.raises(CommandFailed, match="unknown command"):
+        operator.command("ph2acf", "launch_missiles")
+    deadline = time.monotonic() + 5
+    while not any("malformed JSON" in (d.get("error") or "") for d in replies.docs()):
+        assert time.monotonic() < deadline, replies.docs()
+        time.sleep(0.02)
+    assert operator.command("ph2acf", "status")["result"]["state"] == "IDLE"
+    assert bridge.status()["state"] == "IDLE" and not (it_workdir / "RunNumber.txt").exists()
+
+
+def test_mongodb_outage_spools_the_run_and_uploads_it_when_mongodb_returns(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    down = unreachable_mongo(mongo.database)
+    bridge = make_bridge(it_workdir, down, replay_interval_s=0.3)
+    events = Recorder(operator, "ph2acf/event")
+    start(operator)
+    stopped = events.wait("run_stop")
+    spool = events.wait("spool")
+    assert spool["severity"] == "warning" and stopped["run"] == 0
+    status = operator.wait_for("ph2acf/status", lambda m: m.json()["spooled"] == 1, timeout=10).json()
+    assert status["mongo_ok"] is False and status["state"] == "IDLE"
+    assert operator.command("ph2acf", "runs")["result"]["runs"][0]["stored"] == "spool"
+
+    down.replace_client_factory(mongo.client_factory)  # MongoDB is back
+    status = operator.wait_for("ph2acf/status", lambda m: m.json()["spooled"] == 0, timeout=10).json()
+    assert status["mongo_ok"] is True
+    doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})
+    assert doc["start_ts"] == stopped["start_ts"] and doc["summary"]["totals"]["chips"] == 2
+    assert mongo.read_file(doc["result_file"]["gridfs_id"])[:4] == b"root"
+    assert any(e.get("uploaded") == 1 for e in events.docs("spool"))
+    assert bridge.store.spooled() == []
+
+
+def test_tcp_mode_runs_through_the_run_controller(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore,
+    sim_server: Callable[..., tuple[int, subprocess.Popen[str]]],
+) -> None:  # fmt: skip
+    port, _ = sim_server()
+    bridge = make_bridge(it_workdir, mongo, mode="tcp", tcp_port=port)
+    events = Recorder(operator, "ph2acf/event")
+    statuses = Recorder(operator, "ph2acf/status")
+    start(operator, calibration="threqu")
+    stopped = events.wait("run_stop")
+    assert stopped["outcome"] == "done"
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    assert any(s["mode"] == "tcp" and 0 < s["progress"] < 100 for s in statuses.docs())
+    doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})
+    assert doc["mode"] == "tcp" and doc["summary"]["totals"]["chips"] == 2
+    assert doc["result_file"]["name"] == f"Run{stopped['run']:06d}_ThrEqualization.root"
+    start(operator, calibration="pixelalive")
+    second = events.wait("run_start", count=2)
+    assert second["run"] == stopped["run"] + 1
+    operator.command("ph2acf", "abort")
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    assert events.docs("run_stop")[-1]["outcome"] == "aborted"
+
+
+def test_tcp_mode_crash_and_refused_calibration_are_failures(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore,
+    sim_server: Callable[..., tuple[int, subprocess.Popen[str]]],
+) -> None:  # fmt: skip
+    port, proc = sim_server(PH2ACF_SIM_CRASH_AT="40")
+    bridge = make_bridge(it_workdir, mongo, mode="tcp", tcp_port=port)
+    events = Recorder(operator, "ph2acf/event")
+    start(operator)
+    stopped = events.wait("run_stop")
+    assert stopped["outcome"] == "failed"
+    assert "connection to Ph2_ACF lost" in events.wait("error")["error"] or "closed" in events.wait("error")["error"]
+    assert proc.wait(5) == 134
+    assert bridge.wait_idle(RUN_TIMEOUT)
+
+    ot_port, _ = sim_server(flavour="ot")  # a Ph2_ACF that does not know inner-tracker calibrations
+    bridge.settings.tcp.port = ot_port
+    n_errors = len(events.docs("error"))
+    start(operator)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while len(events.docs("error")) == n_errors:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert "calibration 'scurve' not recognised" in events.docs("error")[-1]["error"]
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    assert len(events.docs("run_start")) == 1  # the refused run never started
+    assert operator.wait_for("ph2acf/status", lambda m: m.json()["state"] == "ERROR", timeout=5)
+
+
+def test_a_tripped_interlock_refuses_new_runs(
+    broker: LocalBroker, operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(it_workdir, mongo)
+    with DcsClient(broker.settings("nodered")) as nodered:
+        tripped = {"state": "TRIPPED", "active": ["humidity"], "ts": time.time()}
+        nodered.client.publish("interlock/status", json.dumps(tripped), qos=1, retain=True).wait_for_publish(5)
+        try:
+            deadline = time.monotonic() + 5
+            while bridge.conditions.interlock_state() != "TRIPPED":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            with pytest.raises(CommandFailed, match="interlock is TRIPPED"):
+                start(operator)
+        finally:
+            ok = {"state": "OK", "active": [], "ts": time.time()}
+            nodered.client.publish("interlock/status", json.dumps(ok), qos=1, retain=True).wait_for_publish(5)
+    assert bridge.status()["state"] == "IDLE"

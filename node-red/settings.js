@@ -6,7 +6,7 @@
  *
  *   NODE_RED_CREDENTIAL_SECRET / _FILE   key that encrypts flows_cred.json (required)
  *   NODE_RED_ADMIN_USER                  editor user (default "admin")
- *   NODE_RED_ADMIN_HASH / _FILE          bcrypt hash of the editor password; without it the editor is disabled
+ *   NODE_RED_ADMIN_HASH / _FILE          bcrypt hash of the editor password; without it editor + admin API are off
  *   NODE_RED_UI_USER, NODE_RED_UI_HASH / _FILE   optional HTTP basic auth for the dashboard (bcrypt)
  *   MQTT_HOST, MQTT_PORT, MQTT_USER, MQTT_PASSWORD / MQTT_PASSWORD_FILE, MQTT_CLIENT_ID
  *       (fall back to the DCS_MQTT_* variables every trackerdcs process understands)
@@ -90,7 +90,7 @@ ensureCredentials();
 // ------------------------------------------------------------------ authentication
 const adminHash = secret('NODE_RED_ADMIN_HASH');
 const uiHash = secret('NODE_RED_UI_HASH');
-if (!adminHash) console.warn('[trackerdcs] NODE_RED_ADMIN_HASH not set: the flow editor is disabled');
+if (!adminHash) console.warn('[trackerdcs] NODE_RED_ADMIN_HASH not set: the flow editor and admin API are disabled');
 
 module.exports = {
   userDir,
@@ -100,6 +100,9 @@ module.exports = {
   flowFilePretty: true,
   uiHost: env.NODE_RED_HOST || '127.0.0.1',
   uiPort: Number(env.NODE_RED_PORT || 1880),
+  // Without an admin password hash there is no editor and no admin HTTP API at all (disableEditor alone
+  // would leave /flows open).
+  httpAdminRoot: adminHash ? '/' : false,
   disableEditor: !adminHash,
   adminAuth: adminHash
     ? { type: 'credentials', users: [{ username: env.NODE_RED_ADMIN_USER || 'admin', password: adminHash, permissions: '*' }] }

@@ -33,7 +33,9 @@ module.exports = function register(RED) {
 
     function emit(outputs) {
       for (const o of outputs) {
-        node.send({ topic: o.topic, payload: o.payload, qos: o.qos, retain: o.retain });
+        const out = { topic: o.topic, payload: o.payload, qos: o.qos, retain: o.retain };
+        if (o.correlationData !== undefined) out.correlationData = o.correlationData;
+        node.send(out);
         if (o.topic.endsWith('/event')) {
           const log = o.payload.severity === 'alarm' ? node.warn : node.log;
           log.call(node, `${o.payload.kind}: ${o.payload.message}`);
@@ -51,7 +53,14 @@ module.exports = function register(RED) {
         if (typeof msg.topic !== 'string') {
           node.warn('dcs-interlock: message without a topic ignored');
         } else {
-          emit(interlock.onMessage(msg.topic, msg.payload, now(), { retain: msg.retain === true }));
+          const outputs = interlock.onMessage(msg.topic, msg.payload, now(), { retain: msg.retain === true });
+          // MQTT v5 requests (trackerdcs DcsClient) also get the reply on their Response Topic.
+          // (Needs `topic write dcs/reply/#` for user nodered in mosquitto/acl.)
+          const reply = outputs.find((o) => o.topic.endsWith('/reply'));
+          if (reply && typeof msg.responseTopic === 'string' && msg.responseTopic) {
+            outputs.push({ ...reply, topic: msg.responseTopic, correlationData: msg.correlationData });
+          }
+          emit(outputs);
         }
         done();
       } catch (err) {

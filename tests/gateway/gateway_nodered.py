@@ -1,0 +1,71 @@
+"""Start the real Node-RED of node-red/ (settings.js, flows.json) against a test broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from trackerdcs.localbroker import REPO, LocalBroker, free_port, wait_port
+
+NODE_RED = REPO / "node-red"
+
+
+def node_red_ready() -> str | None:
+    """None if Node-RED can run here, else why not."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (NODE_RED / "node_modules" / ".bin" / "node-red").exists():
+        return "node-red/node_modules missing: run scripts/setup-gateway.sh"
+    return None
+
+
+class NodeRed:
+    """node-red/run with a temporary user dir, its own credential secret and MQTT client id."""
+
+    def __init__(self, broker: LocalBroker, workdir: Path, client_id: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        user_dir = workdir / "userdir"
+        user_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(NODE_RED / "flows.json", user_dir / "flows.json")
+        self.env = {
+            **os.environ,
+            **broker.env("nodered"),
+            "NODE_RED_USER_DIR": str(user_dir),
+            "NODE_RED_FLOW_FILE": str(user_dir / "flows.json"),
+            "NODE_RED_CREDENTIAL_SECRET": os.urandom(16).hex(),
+            "NODE_RED_HOST": "127.0.0.1",
+            "NODE_RED_PORT": str(self.port),
+            "MQTT_CLIENT_ID": client_id,
+            **env,
+        }
+        self.log_path = workdir / "node-red.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(NODE_RED / "run")], env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_port("127.0.0.1", self.port, 40)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"Node-RED did not start:\n{self.log()}") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()

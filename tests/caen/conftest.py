@@ -99,6 +99,8 @@ class SimCrate:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        if "epics" in sys.modules:  # forget channels to a previous IOC: connect afresh to this one
+            sys.modules["epics"].ca.clear_cache()
         env = {**os.environ, **CA_ENV}
         logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
         self.proc = subprocess.Popen(
@@ -167,6 +169,19 @@ class CaenProcess:
     def stop(self) -> None:
         _stop(self.proc)
 
+    def wait_ready(self, operator, started: float, state: str | None = "OFF", timeout: float = 20) -> None:
+        """Wait for this process's own availability and a status computed after ``started``."""
+        operator.wait_for(
+            "caen/availability",
+            lambda m: (m.payload == b"online" and not m.retain) or (m.received >= started and m.payload == b"online"),
+            timeout=timeout,
+        )
+        operator.wait_for(
+            "caen/status",
+            lambda m: m.json()["ts"] >= started and m.json()["connected"] and state in (None, m.json()["state"]),
+            timeout=timeout,
+        )
+
     def log(self) -> str:
         return self.log_path.read_text()
 
@@ -190,13 +205,10 @@ def crate(tmp_path: Path, caen_config: Path) -> Iterator[SimCrate]:
 def caen(broker: LocalBroker, crate: SimCrate, caen_config: Path, tmp_path: Path, operator) -> Iterator[CaenProcess]:
     """caen-fsm running against ``crate``; returns once its system status says connected and OFF."""
     svc = CaenProcess(broker, caen_config, tmp_path / "caen-fsm.log")
+    started = time.time()
     svc.start()
     try:
-        operator.wait_for(
-            "caen/status",
-            lambda m: m.json()["connected"] and m.json()["state"] == "OFF" and m.json()["ts"] > time.time() - 30,
-            timeout=20,
-        )
+        svc.wait_ready(operator, started)
         yield svc
     finally:
         svc.stop()

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from caen_fsm.config import parse_config
+
 from trackerdcs.config import ConfigError, load_yaml
 
 EXAMPLE = Path(__file__).parents[2] / "services" / "caen-fsm" / "example.yml"

@@ -2,7 +2,6 @@
 
 import pytest
 import yaml
-
 from caen_fsm.config import parse_config
 from caen_fsm.fsm import CommandRefused, Plant, Put, module_state, system_state
 from caen_fsm.states import ChannelState, Command, ModuleState, SystemState
@@ -101,7 +100,7 @@ def test_hv_off_with_no_modules_given_addresses_all(plant):
 
 def test_hv_off_reports_disconnected_modules_but_switches_the_others(plant):
     plant.apply(connections=[(pv("B_hv:Status"), False)])
-    with pytest.raises(CommandRefused, match="NOT to disconnected module.*B"):
+    with pytest.raises(CommandRefused, match=r"NOT to disconnected module.*B"):
         plant.command(Command.HV_OFF, None)
     assert plant.take_partial().puts == [Put(pv("A_hv:Pw"), 0)]
 
@@ -134,7 +133,7 @@ def test_disconnect_and_reconnect_events_without_puts(plant):
 
 
 def test_unknown_and_empty_module_lists_are_refused(plant):
-    with pytest.raises(CommandRefused, match="unknown module.*Z; known: A, B"):
+    with pytest.raises(CommandRefused, match=r"unknown module.*Z; known: A, B"):
         plant.command(Command.LV_ON, ["A", "Z"])
     with pytest.raises(CommandRefused, match="empty module list"):
         plant.command(Command.LV_ON, [])

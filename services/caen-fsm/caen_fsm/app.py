@@ -37,6 +37,9 @@ class CaenApp:
             deadbands=config.deadbands,
         )
         self.adapter = CaAdapter(self.plant.pv_names, self._on_ca)
+        self.service.health.extra.update(
+            {"pvs_total": len(self.adapter.pvnames), "pvs_connected": 0, "ca_updates": 0, "ca_puts": 0}
+        )
         self._register_commands()
         self.started = time.monotonic()
         self.connected_after_s: float | None = None

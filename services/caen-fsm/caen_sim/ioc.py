@@ -128,7 +128,7 @@ class CrateIoc:
     def _restore(self, slot: int, ch: int, param: str) -> None:
         rec = self.records[(slot, ch)].get(param)
         if rec is not None:
-            rec.set(getattr(self.crate.channels[(slot, ch)], param), process=False)
+            rec.set(getattr(self.crate.channels[(slot, ch)], param))
 
     def _push_channel(self, slot: int, ch: int) -> None:
         channel = self.crate.channels[(slot, ch)]
@@ -138,10 +138,7 @@ class CrateIoc:
             value = getattr(channel, param)
             if pushed[param] != value:
                 pushed[param] = value
-                if param == "Pw":
-                    recs[param].set(value, process=False)
-                else:
-                    recs[param].set(value)
+                recs[param].set(value)  # processing posts the monitor (Pw: on_update is a no-op then)
         if channel.kind == "lv":
             temp = round(channel.Temp, 1)
             if recs["Temp"].get() != temp:

@@ -424,6 +424,7 @@ class Bridge:
 
     # ------------------------------------------------------------------ spool replay
     def _replay_loop(self) -> None:
+        self.replay_once()  # learn mongo_ok (and upload leftovers) right after start
         while not self._stop.wait(self.settings.replay_interval_s):
             self.replay_once()
 

@@ -76,7 +76,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 
 def build_configmaps(repo: Path, spec: Mapping[str, Any], warn: Callable[[str], None]) -> list[Doc]:
-    """ConfigMaps from ``deploy/configmaps.yml``: each entry names ``files`` (keys are base names) or an ``env_file``."""
+    """ConfigMaps from ``deploy/configmaps.yml``: entries name ``files`` (keys: base names) or an ``env_file``."""
     maps: list[Doc] = []
     for name, entry in spec.items():
         data: dict[str, str] = {}
@@ -124,6 +124,16 @@ def render(repo: Path = REPO, profile: str = "production", warn: Callable[[str],
         pod["metadata"].setdefault("labels", {})["trackerdcs/profile"] = profile
         pod["metadata"]["name"] = overlay.get("pod_name", pod["metadata"]["name"])
     return [*build_configmaps(repo, spec, warn), *docs]
+
+
+def for_podman(docs: Iterable[Doc]) -> list[Doc]:
+    """The manifest ``podman play kube`` gets: without PersistentVolumeClaim documents.
+
+    Podman 4.3 refuses to play a PVC whose volume already exists (so a pod with PVCs would not come back
+    after ``--down`` or a reboot), while a ``persistentVolumeClaim`` volume of the Pod is a named volume of
+    that name, created on first use and kept afterwards. Kubernetes gets the PVCs (:func:`to_kubernetes`).
+    """
+    return [d for d in docs if d.get("kind") != "PersistentVolumeClaim"]
 
 
 def dump(docs: Iterable[Doc], header: str = "") -> str:
@@ -184,19 +194,30 @@ def localize(
         kept.append(container)
     pod["spec"]["containers"] = kept
     used_volumes = {m["name"] for c in kept for m in c.get("volumeMounts", [])}
+    inits = []
+    for init in pod["spec"].get("initContainers", []):  # an init container serves the containers sharing its volumes
+        if {m["name"] for m in init.get("volumeMounts", [])} & used_volumes and image_exists(init["image"]):
+            inits.append(init)
+        else:
+            out.left_out[init["name"]] = "init container of left-out containers"
+    if "initContainers" in pod["spec"]:
+        pod["spec"]["initContainers"] = inits
     pod["spec"]["volumes"] = [v for v in pod["spec"].get("volumes", []) if v["name"] in used_volumes]
-    used_claims = {
-        v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
-    }
-    docs[:] = [d for d in docs if d.get("kind") != "PersistentVolumeClaim" or d["metadata"]["name"] in used_claims]
+    docs[:] = for_podman(docs)
     if prefix:
         pod["metadata"]["name"] = prefix + pod["metadata"]["name"]
         for d in docs:
-            if d.get("kind") == "PersistentVolumeClaim":
+            if d.get("kind") == "ConfigMap":  # podman 4.3 keeps a ConfigMap as a volume of that name
                 d["metadata"]["name"] = prefix + d["metadata"]["name"]
         for v in pod["spec"]["volumes"]:
             if "persistentVolumeClaim" in v:
                 v["persistentVolumeClaim"]["claimName"] = prefix + v["persistentVolumeClaim"]["claimName"]
+            if "configMap" in v:
+                v["configMap"]["name"] = prefix + v["configMap"]["name"]
+        for container in kept:
+            for src in container.get("envFrom", []):
+                if "configMapRef" in src:
+                    src["configMapRef"]["name"] = prefix + src["configMapRef"]["name"]
         for ref in _secret_refs(pod):
             ref["name"] = prefix + ref["name"]
     for container in kept:
@@ -210,7 +231,7 @@ def localize(
 
 def _secret_refs(pod: Doc) -> list[dict[str, Any]]:
     refs = []
-    for c in pod["spec"]["containers"]:
+    for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
         for env in c.get("env", []):
             ref = (env.get("valueFrom") or {}).get("secretKeyRef")
             if ref is not None:
@@ -241,6 +262,10 @@ def to_kubernetes(docs: list[Doc], registry: str = "registry.example.org/tracker
         spec = doc["spec"]
         spec.pop("hostname", None)
         ports: list[dict[str, Any]] = []
+        for init in spec.get("initContainers", []):
+            if init["image"].startswith("localhost/"):
+                init["image"] = f"{registry}/{init['image'][len('localhost/') :]}"
+            init.pop("imagePullPolicy", None)
         for c in spec["containers"]:
             if c["image"].startswith("localhost/"):
                 c["image"] = f"{registry}/{c['image'][len('localhost/') :]}"
@@ -286,6 +311,7 @@ def check_pod(docs: list[Doc]) -> list[str]:
     if spec.get("restartPolicy") != "Always":
         problems.append("restartPolicy must be Always (recover after crashes and power cuts)")
     claims = {d["metadata"]["name"] for d in docs if d.get("kind") == "PersistentVolumeClaim"}
+    stateful = {"mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf-bridge"}
     maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for v in volumes.values():
@@ -295,6 +321,9 @@ def check_pod(docs: list[Doc]) -> list[str]:
             problems.append(f"volume {v['name']}: no ConfigMap {v['configMap']['name']}")
     for c in spec["containers"]:
         name = c["name"]
+        mounts = [volumes.get(m["name"], {}) for m in c.get("volumeMounts", [])]
+        if name in stateful and not any("persistentVolumeClaim" in v for v in mounts):
+            problems.append(f"{name}: stateful, needs a persistentVolumeClaim volume")
         if not c.get("livenessProbe"):
             problems.append(f"{name}: no livenessProbe")
         limits = (c.get("resources") or {}).get("limits") or {}
@@ -363,13 +392,13 @@ def probe(service: str, timeout: float = 5.0, max_health_age: float = 60.0) -> t
 
 # ---------------------------------------------------------------------------------------------- CLI
 def write_all(repo: Path = REPO) -> list[Path]:
-    """Regenerate the checked-in manifests: pod.yml, pod-sim.yml, deploy/k8s/trackerdcs*.yml."""
+    """Regenerate the checked-in manifests: pod.yml, pod-sim.yml (podman), deploy/k8s/trackerdcs*.yml."""
     sources = f"{TEMPLATE}, {CONFIGMAPS}, {PROFILES}/"
     written = []
     for profile, name in (("production", "pod.yml"), ("sim", "pod-sim.yml")):
         docs = render(repo, profile)
         path = repo / name
-        path.write_text(dump(docs, HEADER.format(sources=sources)), encoding="utf-8")
+        path.write_text(dump(for_podman(docs), HEADER.format(sources=sources)), encoding="utf-8")
         written.append(path)
         k8s = repo / K8S_DIR / ("trackerdcs.yml" if profile == "production" else "trackerdcs-sim.yml")
         k8s.write_text(dump(to_kubernetes(docs), HEADER.format(sources=sources)), encoding="utf-8")
@@ -420,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         docs = render(REPO, ns.profile)
         if ns.kubernetes:
             docs = to_kubernetes(docs)
+        elif not (ns.local_images or ns.prefix or ns.host_port or ns.no_resources):
+            docs = for_podman(docs)
         elif ns.local_images or ns.prefix or ns.host_port or ns.no_resources:
             local = _read_yaml(REPO / LOCAL_IMAGES) if ns.local_images else {}
             result = localize(

@@ -114,7 +114,9 @@ def make_app(broker: LocalBroker) -> Iterator:
 
     def make(connection: str, **overrides: object):
         cfg = JulaboConfig.from_config(julabo_config(connection, **overrides))
+        started = time.time()
         app = JulaboApp(cfg, broker.settings("julabo", client_id=f"julabo-test-{uuid.uuid4().hex[:8]}"))
+        app.started = started
         app.start()
         apps.append(app)
         assert app.service.wait_connected(10)
@@ -125,9 +127,11 @@ def make_app(broker: LocalBroker) -> Iterator:
         app.stop()
 
 
-def wait_status(client: DcsClient, predicate, timeout: float = 10.0) -> dict:
-    """The first julabo/status document for which ``predicate`` holds."""
-    return client.wait_for("julabo/status", lambda m: bool(m.payload) and predicate(m.json()), timeout).json()
+def wait_status(client: DcsClient, predicate, timeout: float = 10.0, since: float = 0.0) -> dict:
+    """The first julabo/status document (stamped at or after ``since``) for which ``predicate`` holds."""
+    return client.wait_for(
+        "julabo/status", lambda m: bool(m.payload) and (d := m.json())["ts"] >= since and predicate(d), timeout
+    ).json()
 
 
 def wait_event(client: DcsClient, kind: str, since: float, timeout: float = 10.0) -> dict:

@@ -224,7 +224,8 @@ class ChillerDriver:
                     )
                     self._flush_actions()
                     self._wake.clear()
-                    self._wake.wait(delay)
+                    if not self._stop.is_set() and not self._reconnect_now.is_set():
+                        self._wake.wait(delay)
                     self._flush_actions()
                     continue
                 next_cycle = 0.0
@@ -238,11 +239,14 @@ class ChillerDriver:
                     self._wait_action(next_cycle - now)
             except LinkError as exc:
                 self._lose(str(exc))
+            except Exception as exc:  # a bug must not stop the polling for good
+                log.exception("unexpected error in the I/O loop")
+                self._lose(f"internal error: {exc!r}")
         self._flush_actions()
 
     def _wait_action(self, timeout: float) -> None:
         self._wake.clear()
-        if self._actions.empty():
+        if self._actions.empty() and not self._stop.is_set() and not self._reconnect_now.is_set():
             self._wake.wait(timeout)
 
     def _run_actions(self) -> None:
@@ -288,6 +292,12 @@ class ChillerDriver:
     def _connect(self) -> bool:
         try:
             return self._open_and_probe()
+        except Exception as exc:  # never let a surprise kill the I/O thread
+            log.exception("unexpected error while connecting")
+            self.link.close()
+            self.last_error = repr(exc)
+            self._failures += 1
+            return False
         finally:
             self._connect_attempts += 1
 
@@ -323,6 +333,7 @@ class ChillerDriver:
             self._event("reconnected", f"chiller link back on {self.link.url}", "info", model=version)
         self._ever_connected = True
         self.last_error = None
+        self._try(self.read_status)  # the state is known as soon as the link is
         return True
 
     def _lose(self, reason: str) -> None:
@@ -453,10 +464,14 @@ class ChillerDriver:
         sweep = self._sweep_pending
         ok = self._try(self.read_status)
         for reading in FAST_READINGS:
+            if self._stop.is_set():
+                return
             self._run_actions()
             if self.model.can_read(reading):
                 ok &= self._try(lambda r=reading: self.read(r))
         for reading in self._slow_items():
+            if self._stop.is_set():
+                return
             self._run_actions()
             ok &= self._try(lambda r=reading: self.read(r))
         if sweep and ok:

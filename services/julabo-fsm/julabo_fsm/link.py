@@ -8,11 +8,25 @@ those settings and refuses modem-line calls (ENOTTY), which is tolerated.
 from __future__ import annotations
 
 import contextlib
+import os
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import serial
+
+PTY_MAJORS = range(136, 144)  # Unix98 pty slaves (/dev/pts/N)
+
+
+def is_pty(url: str) -> bool:
+    """True when ``url`` names a pseudo-terminal (e.g. the simulator's), whose framing settings are moot."""
+    if "://" in url:
+        return False
+    try:
+        return os.major(os.stat(url).st_rdev) in PTY_MAJORS
+    except OSError:
+        return False
 
 
 class LinkError(OSError):
@@ -67,20 +81,25 @@ class SerialLink:
     def open(self) -> None:
         """Open the port (raise :class:`LinkError` if impossible) and discard stale input."""
         self.close()
+        # A Linux pty ignores baud rate and parity, and refuses a second 7E1 tcsetattr with EINVAL:
+        # on a pty the framing is left alone.
+        framing = (
+            {}
+            if is_pty(self.url)
+            else {
+                "baudrate": self.baudrate,
+                "bytesize": self.bytesize,
+                "parity": self.parity,
+                "stopbits": self.stopbits,
+                "rtscts": self.rtscts,
+            }
+        )
         try:
             port = serial.serial_for_url(
-                self.url,
-                do_not_open=True,
-                baudrate=self.baudrate,
-                bytesize=self.bytesize,
-                parity=self.parity,
-                stopbits=self.stopbits,
-                rtscts=self.rtscts,
-                timeout=self.reply_timeout_s,
-                write_timeout=2.0,
+                self.url, do_not_open=True, timeout=self.reply_timeout_s, write_timeout=2.0, **framing
             )
             port.open()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise LinkError(f"cannot open {self.url}: {exc}") from None
         self._port = port
         self.pacer.reset()
@@ -96,7 +115,7 @@ class SerialLink:
         assert self._port is not None
         try:
             self._port.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise LinkError(f"{self.url}: {exc}") from None
 
     def transact(self, data: bytes, expect_reply: bool) -> bytes | None:

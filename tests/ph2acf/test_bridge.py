@@ -140,18 +140,30 @@ def sim_server(it_workdir: Path) -> Iterator[Callable[..., tuple[int, subprocess
             proc.wait()
 
 
-def publish_conditions(broker: LocalBroker) -> None:
-    """Retained CAEN, Julabo and environment readings, published by their own MQTT users."""
-    for user, topic, payload in [
-        ("caen", "caen/status", {"state": "HV_ON", "connected": True, "modules_total": 1, "modules_hv_on": 1,
-                                 "modules_tripped": 0, "ts": time.time()}),
-        ("caen", "caen/status/module/M1", {"module": "M1", "state": "HV_ON", "hv_vmon": -300.2, "hv_imon": 1.7,
-                                           "lv_vmon": 11.0, "lv_imon": 2.1, "ts": time.time()}),
-        ("julabo", "julabo/status", {"state": "RUNNING", "bath_temp": -29.8, "setpoint": -30.0, "ts": time.time()}),
-        ("sensors", "env/box.1", {"temperature": -20.5, "humidity": 1.2, "ts": time.time()}),
-    ]:  # fmt: skip
-        with DcsClient(broker.settings(user)) as client:
-            client.client.publish(topic, json.dumps(payload), qos=1, retain=True).wait_for_publish(5)
+CONDITIONS = [
+    ("caen", "caen/status", {"state": "HV_ON", "connected": True, "modules_total": 1, "modules_hv_on": 1,
+                             "modules_tripped": 0}),
+    ("caen", "caen/status/module/M1", {"module": "M1", "state": "HV_ON", "hv_vmon": -300.2, "hv_imon": 1.7,
+                                       "lv_vmon": 11.0, "lv_imon": 2.1}),
+    ("julabo", "julabo/status", {"state": "RUNNING", "bath_temp": -29.8, "setpoint": -30.0}),
+    ("sensors", "env/box.1", {"temperature": -20.5, "humidity": 1.2}),
+]  # fmt: skip
+
+
+@pytest.fixture
+def conditions(broker: LocalBroker) -> Iterator[None]:
+    """Retained CAEN, Julabo and environment readings, published by their own MQTT users; removed afterwards so
+    other services' tests on the same broker do not see them."""
+
+    def publish(clear: bool) -> None:
+        for user, topic, payload in CONDITIONS:
+            with DcsClient(broker.settings(user)) as client:
+                body = b"" if clear else json.dumps({**payload, "ts": time.time()})
+                client.client.publish(topic, body, qos=1, retain=True).wait_for_publish(5)
+
+    publish(clear=False)
+    yield
+    publish(clear=True)
 
 
 def start(operator: DcsClient, **args: Any) -> dict[str, Any]:
@@ -160,9 +172,8 @@ def start(operator: DcsClient, **args: Any) -> dict[str, Any]:
 
 
 def test_subprocess_run_is_announced_summarised_and_stored_with_conditions(
-    broker: LocalBroker, operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+    conditions: None, operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
 ) -> None:
-    publish_conditions(broker)
     bridge = make_bridge(it_workdir, mongo)
     events = Recorder(operator, "ph2acf/event")
     statuses = Recorder(operator, "ph2acf/status")
@@ -381,3 +392,46 @@ def test_a_tripped_interlock_refuses_new_runs(
             ok = {"state": "OK", "active": [], "ts": time.time()}
             nodered.client.publish("interlock/status", json.dumps(ok), qos=1, retain=True).wait_for_publish(5)
     assert bridge.status()["state"] == "IDLE"
+
+
+def test_outer_tracker_run_calibration_is_summarised_per_cbc(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], ot_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(ot_workdir, mongo, flavour="ot")
+    events = Recorder(operator, "ph2acf/event")
+    start(operator, calibration="pedenoise", modules=["2S_18_5_001"])
+    stopped = events.wait("run_stop")
+    assert stopped["outcome"] == "done"
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})
+    assert doc["result_file"]["path"].endswith(f"Results/Run_{stopped['run']}/Results.root")
+    assert doc["summary"]["totals"]["chips"] == 16 and doc["summary"]["totals"]["channels"] == 16 * 254
+    assert all(c["noisy"] == 1 and c["dead"] == 1 for c in doc["summary"]["chips"])
+
+
+def test_a_run_longer_than_max_run_s_is_aborted_and_recorded_as_failed(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    bridge = make_bridge(it_workdir, mongo, env={"PH2ACF_SIM_DURATION": "60", "PH2ACF_SIM_STEPS": "600"}, max_run_s=1.5)
+    events = Recorder(operator, "ph2acf/event")
+    start(operator)
+    stopped = events.wait("run_stop")
+    assert stopped["outcome"] == "failed"
+    assert "max_run_s" in events.wait("error")["error"]
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    assert bridge.status()["state"] == "ERROR"
+
+
+def test_bridge_shutdown_during_a_run_aborts_and_still_stores_it(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path
+) -> None:
+    bridge = make_bridge(it_workdir, None, env={"PH2ACF_SIM_DURATION": "60", "PH2ACF_SIM_STEPS": "600"})
+    events = Recorder(operator, "ph2acf/event")
+    start(operator)
+    events.wait("run_start")
+    operator.wait_for("ph2acf/status", lambda m: m.json()["progress"] > 0, timeout=10)
+    bridge.stop(timeout=15)
+    (doc,) = bridge.store.archive.documents()
+    assert doc["outcome"] == "aborted" and doc["abort_reason"] == "bridge shutdown"
+    assert events.wait("run_stop")["outcome"] == "aborted"
+    assert operator.wait_for("ph2acf/availability", lambda m: m.payload == b"offline", timeout=5)

@@ -1,0 +1,33 @@
+"""Configuration mistakes are caught at startup with a message naming the key."""
+
+from __future__ import annotations
+
+import pytest
+from ph2acf_bridge.settings import load_settings
+
+from trackerdcs.config import ConfigError
+
+
+def test_defaults_follow_the_flavour() -> None:
+    ot = load_settings({"ph2acf": {"flavour": "ot"}})
+    assert ot.subprocess.executable == "runCalibration"
+    assert ot.subprocess.args[:1] == ["-b"]
+    assert "pedenoise" in ot.calibrations and "scurve" not in ot.calibrations
+    assert ot.mongo.uri is None  # archive only
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"ph2acf": {"mode": "carrier-pigeon"}}, "ph2acf.mode"),
+        ({"ph2acf": {"flavour": "it", "calibrations": ["pedenoise"]}}, "not known for flavour it"),
+        ({"ph2acf": {"tcp": {"header": "len16"}}}, "ph2acf.tcp.header"),
+        ({"ph2acf": {"tcp": {"prot": 5000}}}, "ph2acf.tcp: unknown key(s) prot"),
+        ({"storage": {"mongo": {"url": "x"}}}, "storage.mongo: unknown key(s) url"),
+        ({"storage": {"archive": "/x"}}, "storage: unknown key archive"),
+        ({"ph2acf": {"tcp": {"port": "five"}}}, "ph2acf:"),
+    ],
+)
+def test_bad_configuration_is_refused_with_the_key_named(config: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(config)

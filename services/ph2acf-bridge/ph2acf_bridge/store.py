@@ -300,9 +300,9 @@ class RunStore:
         return uploaded, None
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Newest runs first, from MongoDB (if reachable) merged with the local archive."""
+        """Newest runs first, from MongoDB (if last seen up) merged with the local archive."""
         merged: dict[str, dict[str, Any]] = {}
-        if self.mongo is not None:
+        if self.mongo is not None and self.mongo.ok:  # known down: answer from the archive without waiting
             with contextlib.suppress(StoreUnavailable):
                 for doc in self.mongo.list_runs(limit):
                     merged[doc["_id"]] = {**_listing(doc), "stored": "mongo"}
@@ -322,7 +322,7 @@ class RunStore:
             doc["stored"] = "spool" if doc["uid"] in set(self.spooled()) else "archive"
             doc["archive_path"] = str(self.archive.folder / doc["uid"])
             return doc
-        if self.mongo is not None:
+        if self.mongo is not None and self.mongo.ok:
             with contextlib.suppress(StoreUnavailable):
                 found = self.mongo.find_run(run)
                 if found is not None:

@@ -11,6 +11,7 @@ The EPICS_CA_* environment must be set before this module is imported (pyepics r
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import queue
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 from epics import ca, dbr
 
 log = logging.getLogger(__name__)
+MASK = dbr.DBE_VALUE | dbr.DBE_ALARM
 
 Batch = tuple[list[tuple[str, Any]], list[tuple[str, bool]]]
 Handler = Callable[[list[tuple[str, Any]], list[tuple[str, bool]]], None]
@@ -101,6 +103,8 @@ class CaAdapter:
                     item = None
                 if len(values) + len(conns) >= 50_000:
                     break
+            if conns:
+                ca.flush_io()
             self.updates += len(values)
             try:
                 self.handler(values, conns)
@@ -118,13 +122,24 @@ class CaAdapter:
                 chid = self._chids.get(name)
                 if chid is not None:
                     try:
-                        self._subs[name] = ca.create_subscription(
-                            chid, mask=dbr.DBE_VALUE | dbr.DBE_ALARM, callback=self._on_value
-                        )
+                        self._subs[name] = self._subscribe(chid)
                     except ca.ChannelAccessException:
                         log.exception("cannot subscribe to %s", name)
         else:
             self._connected.discard(name)
+
+    def _subscribe(self, chid: Any) -> Any:
+        """Subscribe (native type) without the two ``poll()`` calls ``ca.create_subscription`` makes per
+        channel, which dominate the connect time at 10k+ PVs; the worker flushes once per batch."""
+        cb_event = getattr(ca, "_CB_EVENT", None)
+        if cb_event is None:  # pyepics internals changed: fall back to the public call
+            return ca.create_subscription(chid, mask=MASK, callback=self._on_value)
+        ftype = ca.promote_fieldtype(ca.field_type(chid), use_time=False, use_ctrl=False)
+        uarg = ctypes.py_object(self._on_value)
+        evid = ctypes.c_void_p()
+        ret = ca.libca.ca_create_subscription(ftype, 0, chid, MASK, cb_event, uarg, ctypes.byref(evid))
+        ca.PySEVCHK("create_subscription", ret)
+        return (cb_event, uarg, evid)  # keep the references alive as long as the subscription
 
     # ------------------------------------------------------------------ writes
     def put(self, pvname: str, value: float | int) -> bool:

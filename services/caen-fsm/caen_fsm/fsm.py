@@ -259,6 +259,8 @@ class Plant:
         )
         self.system_machine = Machine(model=self.system, states=SystemState, initial=SystemState.DISCONNECTED)
         self.ever_connected = False
+        self._connected = False
+        self._module_of = {ch: m.name for m in self.modules.values() for ch in (m.lv.name, m.hv.name)}
         self._pending: Outcome = Outcome()
 
     # ------------------------------------------------------------------ inputs
@@ -293,16 +295,23 @@ class Plant:
             ch.values[param] = value
             touched.add(ch.name)
         out.channels |= touched
+        changed = False
         for name in touched:
-            self._observe_channel(self.channels[name], out)
-        for module in self.modules.values():
-            if module.lv.name in touched or module.hv.name in touched or module.lv_off_pending_since is not None:
-                self._observe_module(module, out, now)
-        self._observe_system(out)
+            changed |= self._observe_channel(self.channels[name], out)
+        modules = {self._module_of[n] for n in touched if n in self._module_of}
+        modules |= {m.name for m in self.modules.values() if m.lv_off_pending_since is not None}
+        for name in modules:
+            changed |= self._observe_module(self.modules[name], out, now)
+        if connections:
+            self._connected = all(c.connected for c in self.channels.values())
+        if changed or connections or not self.ever_connected:
+            self._observe_system(out)
         return out
 
-    def _observe_channel(self, ch: ChannelModel, out: Outcome) -> None:
+    def _observe_channel(self, ch: ChannelModel, out: Outcome) -> bool:
         new = ch.derive()
+        if new == ch.state:
+            return False
         if new != ch.state:
             old = ch.state
             ch.trigger(f"to_{new.name}")
@@ -328,10 +337,12 @@ class Plant:
                         {"channel": ch.name, "flags": decode(ch.values.get("Status")), "from": old.value},
                     )
                 )
+        return True
 
-    def _observe_module(self, m: ModuleModel, out: Outcome, now: float) -> None:
+    def _observe_module(self, m: ModuleModel, out: Outcome, now: float) -> bool:
         new = m.derive()
-        if new != m.state:
+        changed = new != m.state
+        if changed:
             old = m.state
             m.trigger(f"to_{new.name}")
             out.modules.add(m.name)
@@ -389,6 +400,7 @@ class Plant:
                         {"module": m.name, "hv_vmon": _num(m.hv.values.get("VMon"))},
                     )
                 )
+        return changed
 
     def _hv_is_off(self, m: ModuleModel) -> bool:
         vmon = m.hv.values.get("VMon")
@@ -430,7 +442,8 @@ class Plant:
 
     @property
     def connected(self) -> bool:
-        return all(c.connected for c in self.channels.values())
+        """Every PV of every channel connected (recomputed when connections change)."""
+        return self._connected
 
     def modules_summary(self) -> tuple[int, int, int]:
         ms = self.modules.values()

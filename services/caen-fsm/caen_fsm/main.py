@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .app import CaenApp  # imports pyepics: EPICS_CA_* must be in the environment by now
 
+    # Several busy threads (MQTT, CA callbacks, worker, commands) share the GIL: hand it over every 1 ms
+    # instead of 5 ms so a command is not queued behind a burst of monitor updates.
+    sys.setswitchinterval(0.001)
     app = CaenApp(config, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

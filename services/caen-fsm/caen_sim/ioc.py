@@ -147,14 +147,12 @@ class CrateIoc:
     async def run(self) -> None:
         """Tick the model and push changed readbacks forever (runs in the dispatcher's event loop)."""
         last = time.monotonic()
-        next_noise = last
         while True:
             await asyncio.sleep(self.tick_s)
             now = time.monotonic()
-            noisy = self.noise_period_s > 0 and now >= next_noise
-            if noisy:
-                next_noise = now + self.noise_period_s
-            self.crate.tick(now - last, noisy=noisy)
+            dt = now - last
+            share = dt / self.noise_period_s if self.noise_period_s > 0 else 0.0
+            self.crate.tick(dt, noise_share=share)
             last = now
             for slot, ch in self.crate.channels:
                 self._push_channel(slot, ch)

@@ -230,9 +230,12 @@ class Crate:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self._noise_credit = 0.0
+        self._cursor = 0
         for board in self.boards:
             for ch in range(board.channels):
                 self.channels[(board.slot, ch)] = SimChannel(board.kind, lv_time_unit_s=self.lv_time_unit_s)
+        self._order = list(self.channels)
 
     def write(self, slot: int, ch: int, param: str, value: float) -> bool:
         """A put on a channel parameter; counts Pw On requests (for tests: nobody switched on by itself)."""
@@ -245,10 +248,17 @@ class Crate:
         for channel in self.channels.values():
             channel.clear_alarm()
 
-    def tick(self, dt: float, noisy: bool = False) -> None:
-        rng = self.rng if noisy else None
-        for channel in self.channels.values():
-            channel.tick(dt, rng)
+    def tick(self, dt: float, noise_share: float = 0.0) -> None:
+        """Advance every channel by ``dt``; a rotating ``noise_share`` of the channels gets fresh readback
+        noise (like a crate polling its boards one after the other rather than all at once)."""
+        self._noise_credit += noise_share * len(self.channels)
+        fresh = int(self._noise_credit)
+        self._noise_credit -= fresh
+        order = self._order
+        noisy = {order[(self._cursor + i) % len(order)] for i in range(min(fresh, len(order)))}
+        self._cursor = (self._cursor + fresh) % max(len(order), 1)
+        for key, channel in self.channels.items():
+            channel.tick(dt, self.rng if key in noisy else None)
 
 
 def parse_slots(spec: str) -> list[Board]:

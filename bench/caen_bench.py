@@ -1,0 +1,235 @@
+"""caen-fsm benchmark: 1,000 channels (500 modules) on the simulated crate, real Mosquitto, real CA.
+
+Measures (1) connect time of caen-fsm (process launch -> system status connected over MQTT, and the
+service's own CA connect figure), (2) steady-state CPU and memory of caen-fsm with every channel's VMon
+and IMon changing at 1 Hz, (3) MQTT command -> PV put -> status published latency (p50/p99).
+
+    .venv/bin/python bench/caen_bench.py [--modules 500] [--samples 300] [--steady-s 20]
+
+Writes bench/results/caen_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trackerdcs.localbroker import LocalBroker, free_port  # noqa: E402
+
+CA_PORT = free_port()
+CA_ENV = {
+    "EPICS_CA_SERVER_PORT": str(CA_PORT),
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+    "EPICS_CA_ADDR_LIST": f"127.0.0.1:{CA_PORT}",
+    "EPICS_CA_MAX_ARRAY_BYTES": "100000",
+}
+os.environ.update(CA_ENV)
+BIN = Path(sys.executable).parent
+
+
+def big_config(modules: int) -> dict:
+    """``modules`` LV+HV pairs on 48-channel boards: LV in slots 0.., HV in slots 50.."""
+    channels = {}
+    for i in range(modules):
+        channels[str(i)] = {
+            "module": f"M{i:04d}",
+            "lv": {"board": i // 48, "chan": i % 48},
+            "hv": {"board": 50 + i // 48, "chan": i % 48},
+        }
+    return {
+        "system": "bench",
+        "channels": channels,
+        "global": {"lv": {"setV": 12.0, "maxI": 3.0}, "hv": {"setV": 100.0, "maxI": 10.0, "rampUpSpeed": 500.0}},
+        "limits": {"hv": {"V0Set": 600.0}},
+        "service": {"heartbeat_s": 60},
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modules", type=int, default=500)
+    ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--steady-s", type=float, default=20.0)
+    args = ap.parse_args()
+
+    from trackerdcs.client import DcsClient
+
+    work = Path(tempfile.mkdtemp(prefix="caen-bench-"))
+    cfg_path = work / "caen.yml"
+    cfg = big_config(args.modules)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    broker = LocalBroker(work / "mosquitto", work / "secrets")
+    (work / "mosquitto").mkdir()
+    broker.start()
+    procs: list[subprocess.Popen] = []
+    results: dict = {
+        "machine": f"{psutil.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "channels": 2 * args.modules,
+        "modules": args.modules,
+    }
+    try:
+        sim = subprocess.Popen(
+            [
+                str(BIN / "caen-sim"),
+                "--config",
+                str(cfg_path),
+                "--port",
+                str(CA_PORT),
+                "--interface",
+                "127.0.0.1",
+                "--tick",
+                "0.1",
+                "--noise-hz",
+                "1",
+                "--noise-v",
+                "0.002",
+                "--noise-i",
+                "0.0002",
+            ],
+            env={**os.environ, **CA_ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        procs.append(sim)
+        line = ""
+        while "caen-sim ready" not in line:
+            line = sim.stdout.readline()
+            assert line, "caen-sim exited"
+
+        results["sim_records"] = int(line.split("ready: ")[1].split()[0])
+        print(line.strip())
+
+        with DcsClient(broker.settings("operator")) as op:
+            op.subscribe(["caen/#"])
+            t0 = time.time()
+            env = {**os.environ, **CA_ENV, **broker.env("caen"), "DCS_MQTT_CLIENT_ID": "caen-bench"}
+            svc = subprocess.Popen(
+                [str(BIN / "caen-fsm"), "--config", str(cfg_path)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(work / "caen-fsm.log", "wb"),  # noqa: SIM115
+            )
+            procs.append(svc)
+            op.wait_for("caen/status", lambda m: m.json()["connected"] and m.json()["ts"] >= t0, timeout=60)
+            connect_s = time.time() - t0
+            health = op.wait_for(
+                "caen/health", lambda m: (m.json() or {}).get("connect_s") is not None, timeout=30
+            ).json()
+            results["pvs"] = health["pvs_total"]
+            results["connect_s_launch_to_status"] = round(connect_s, 3)
+            results["connect_s_ca_all_pvs"] = health["connect_s"]
+            print(
+                f"connect: {connect_s:.2f} s from launch to 'connected' status; CA: {health['connect_s']} s "
+                f"for {health['pvs_total']} PVs"
+            )
+
+            # steady state: 1 Hz noise on every VMon/IMon
+            time.sleep(3.0)
+            proc = psutil.Process(svc.pid)
+            proc.cpu_percent(None)
+            msgs = []
+            op.watch("caen/status/#", lambda m: msgs.append(1))
+            time.sleep(args.steady_s)
+            cpu = proc.cpu_percent(None)
+            rss = proc.memory_info().rss / 1e6
+            health = json.loads(op.latest("caen/health")["caen/health"].payload)
+            results["steady_cpu_percent_one_core"] = round(cpu, 1)
+            results["steady_rss_mb"] = round(rss, 1)
+            results["steady_status_msgs_per_s"] = round(len(msgs) / args.steady_s, 1)
+            results["steady_ca_updates_total"] = health.get("ca_updates")
+            print(
+                f"steady state ({args.steady_s:.0f} s, 1 Hz updates on all {2 * args.modules} channels): "
+                f"CPU {cpu:.1f} % of one core, RSS {rss:.0f} MB, {len(msgs) / args.steady_s:.0f} status msgs/s"
+            )
+
+            # latency: set V0Set -> PV changed (CA monitor here) -> channel status published with the new v0set
+            import epics
+
+            target = f"M{args.modules // 2:04d}_hv"
+            ch = cfg["channels"][str(args.modules // 2)]["hv"]
+            pvname = f"bench:{ch['board']:02d}:{ch['chan']:03d}:V0Set"
+            pv_seen: dict[float, float] = {}
+            status_seen: dict[float, float] = {}
+            pv = epics.PV(
+                pvname,
+                auto_monitor=True,
+                callback=lambda value=None, **_: pv_seen.setdefault(round(value, 3), time.perf_counter()),
+            )
+            pv.wait_for_connection(5)
+            op.watch(
+                f"caen/status/channel/{target}",
+                lambda m: status_seen.setdefault(round(m.json()["v0set"] or -1, 3), time.perf_counter()),
+            )
+            reply_ms, put_ms, status_ms = [], [], []
+            for i in range(args.samples):
+                value = round(100.0 + (i % 2) * 0.5 + i * 0.001, 3)
+                t = time.perf_counter()
+                op.command("caen", "set", channel=target, param="V0Set", value=value)
+                reply_ms.append((time.perf_counter() - t) * 1e3)
+                deadline = time.perf_counter() + 2
+                while (value not in status_seen or value not in pv_seen) and time.perf_counter() < deadline:
+                    time.sleep(0.0002)
+                put_ms.append((pv_seen[value] - t) * 1e3)
+                status_ms.append((status_seen[value] - t) * 1e3)
+            for name, series in (("reply", reply_ms), ("pv_put", put_ms), ("status", status_ms)):
+                results[f"latency_{name}_p50_ms"] = round(statistics.median(series), 2)
+                results[f"latency_{name}_p99_ms"] = round(pct(series, 99), 2)
+            print(
+                f"latency over {args.samples} set commands under load: "
+                f"command->PV p50 {results['latency_pv_put_p50_ms']} ms p99 {results['latency_pv_put_p99_ms']} ms; "
+                f"command->status p50 {results['latency_status_p50_ms']} ms "
+                f"p99 {results['latency_status_p99_ms']} ms; reply p50 {results['latency_reply_p50_ms']} ms"
+            )
+
+            # interlock-style hv_off {} for all modules: command -> reply
+            t = time.perf_counter()
+            op.command("caen", "hv_off", {})
+            results["hv_off_all_reply_ms"] = round((time.perf_counter() - t) * 1e3, 1)
+            print(f"hv_off for all {args.modules} modules: reply after {results['hv_off_all_reply_ms']} ms")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        broker.stop()
+    targets = {"connect_s": 5.0, "latency_p99_ms": 20.0, "cpu_percent": 25.0}
+    results["targets"] = targets
+    results["meets_targets"] = (
+        results["connect_s_launch_to_status"] < targets["connect_s"]
+        and results["latency_status_p99_ms"] < targets["latency_p99_ms"]
+        and results["steady_cpu_percent_one_core"] < targets["cpu_percent"]
+    )
+    out = REPO / "bench" / "results" / "caen_bench.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}; meets targets: {results['meets_targets']}")
+    return 0
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None
+    sys.exit(main())

@@ -6,7 +6,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root (apt-get and /etc/containers)" >&2; exit 1; }
 
-want=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins mosquitto)
+want=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins mosquitto python3-yaml)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

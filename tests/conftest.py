@@ -46,4 +46,6 @@ def artifacts() -> Path:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"MONGODB_URI: {'set' if os.environ.get('MONGODB_URI') else 'not set (stand-in used where needed)'}"]
+    if os.environ.get("MONGODB_URI"):
+        return ["MongoDB: real server (MONGODB_URI)"]
+    return ["MongoDB stand-in: mongomock (no MongoDB server on this machine; set MONGODB_URI to use one)"]

@@ -152,6 +152,9 @@ class Service:
         self.health_interval_s = health_interval_s
         self.health = HealthMonitor(name, version)
         self.connected = threading.Event()
+        self.ready = threading.Event()
+        self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        self._cmd_mid: int | None = None
         self.on_connect_hooks: list[Callable[[], None]] = []
         self._commands: dict[str, CommandSpec] = {}
         self._filters: dict[str, SnapshotFilter] = {}
@@ -167,6 +170,7 @@ class Service:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     # ------------------------------------------------------------------ commands
     def command(self, name: str, *args: Arg, help: str = "", allow_extra: bool = False) -> Callable[[Handler], Handler]:
@@ -350,8 +354,16 @@ class Service:
         self._threads.clear()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
-        """Block until the broker accepted the connection (True) or ``timeout`` passed (False)."""
-        return self.connected.wait(timeout)
+        """Block until connected *and* subscribed to commands (True) or ``timeout`` passed (False)."""
+        return self.ready.wait(timeout)
+
+    def subscribe(self, pattern: str, callback: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Receive other topics (e.g. another service's status): ``callback(msg)`` runs on the network thread
+        and must be quick. Subscriptions are renewed on every reconnect."""
+        self._subscriptions[pattern] = callback
+        self.client.message_callback_add(pattern, lambda client, userdata, msg: callback(msg))
+        if self.connected.is_set():
+            self.client.subscribe(pattern, qos=1)
 
     # ------------------------------------------------------------------ paho callbacks
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -363,7 +375,9 @@ class Service:
             self.health.reconnects += 1
         self._ever_connected = True
         set_nodelay(client)
-        client.subscribe(self.topics.command_filter, qos=1)
+        _, self._cmd_mid = client.subscribe(self.topics.command_filter, qos=1)
+        for pattern in self._subscriptions:
+            client.subscribe(pattern, qos=1)
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         self.connected.set()
         log.info("connected to %s:%s as %s", self.settings.host, self.settings.port, self.settings.username)
@@ -381,8 +395,17 @@ class Service:
             except Exception:
                 log.exception("on-connect hook failed")
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        if mid == self._cmd_mid:
+            if any(r.is_failure for r in reasons):
+                log.error("broker refused the command subscription %s: %s", self.topics.command_filter, reasons)
+                self.health.error(f"command subscription refused: {reasons}")
+            else:
+                self.ready.set()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
+        self.ready.clear()
         if not self._stop.is_set():
             log.warning("disconnected from broker (%s); reconnecting", reason)
 

@@ -154,6 +154,8 @@ class JulaboApp:
             if report.running is not True:
                 raise CommandError(f"the chiller did not start: STATUS {report.code:02d} {report.text}")
             d._was_running = True
+            if d._before_gap is not None:
+                d._before_gap[Reading.RUNNING] = True
             d._publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 
@@ -169,6 +171,8 @@ class JulaboApp:
             if report.running is not False and report.code >= 0:
                 raise CommandError(f"the chiller did not stop: STATUS {report.code:02d} {report.text}")
             d._was_running = False
+            if d._before_gap is not None:
+                d._before_gap[Reading.RUNNING] = False
             d._publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 

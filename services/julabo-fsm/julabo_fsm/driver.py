@@ -561,15 +561,19 @@ class ChillerDriver:
         raise CommandError(f"could not read back {reading.value} from the chiller")
 
     def write_verified(self, setting: Setting, value: float | int, reading: Reading | None) -> Any:
-        """OUT_*, then STATUS (refusals), then the read-back; returns the value the chiller holds."""
+        """OUT_*, then the read-back (or STATUS when there is none); on a mismatch STATUS tells why.
+        Returns the value the chiller holds."""
         what = f"{setting.value}={value}"
         self.send(setting, value)
-        self.confirm_status(what)
         if reading is None or not self.model.can_read(reading):
+            self.confirm_status(what)
             return None
         got = self.readback(reading)
         if got is None or abs(float(got) - float(value)) > 0.011:
+            self.confirm_status(what)  # raises with the chiller's reason (e.g. -11 VALUE TOO LARGE)
             raise CommandError(f"the chiller did not take {what}: it reads back {got}")
+        if self._before_gap is not None:
+            self._before_gap[reading] = got  # our own change is not a value lost to a power cut
         return got
 
     def require_remote(self) -> None:

@@ -40,7 +40,7 @@ class LineEngine:
     model: ChillerModel
     rng: random.Random = field(default_factory=random.Random)
     pacing_s: float = 0.25
-    pacing_tolerance_s: float = 0.005
+    pacing_tolerance_s: float = 0.02  # scheduling jitter of this process, not a device margin
     xon_probability: float = 0.0
     first_command_lost: bool = True
     version: str = VERSION_TEXT

@@ -166,3 +166,11 @@ def test_overtemperature_alarm_is_raised(chiller, operator) -> None:
     sim.control("alarm overtemp")
     event = wait_event(operator, "alarm", since)
     assert event["status_code"] == -14 and "PROTECTOR" in event["status_text"]
+
+
+@pytest.mark.timeout(60)
+def test_the_first_status_after_connecting_is_complete(make_sim, make_app, operator) -> None:
+    sim = make_sim()
+    app = make_app(sim.tcp_url)
+    first = wait_status(operator, lambda s: s["connected"], since=app.started)
+    assert None not in (first["bath_temp"], first["setpoint_1"], first["pump_stage"], first["control_sensor"])

@@ -440,7 +440,8 @@ class ChillerDriver:
         self._event(
             "state_change", f"chiller {old.value} -> {new.value}", "info", **{"from": old.value, "to": new.value}
         )
-        self._publish(force=True)
+        if old is not State.DISCONNECTED:  # just connected: the first cycle publishes a complete document
+            self._publish(force=True)
 
     def _try(self, fn: Callable[[], Any]) -> bool:
         try:

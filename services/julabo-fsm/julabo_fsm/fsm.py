@@ -87,6 +87,8 @@ class ChillerFsm:
     def fire(self, trigger: Trigger) -> bool:
         """Apply an observation; True if the state changed."""
         before = self.state
+        if _DESTINATION[trigger] is before:
+            return False  # a repeated observation is no transition (and no "can't trigger" log line)
         self.trigger(trigger.value)
         return self.state is not before
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from trackerdcs.localbroker import free_port, wait_port
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED_LEFT_OUT = {"telegraf", "grafana", "mongodb", "grafana-secret-files"}
+EXPECTED_LEFT_OUT = {"telegraf", "grafana", "mongodb", "grafana-secret-files"}  # registry-only images
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,6 +38,7 @@ class Pod:
     name: str
     prefix: str
     port: int
+    ui_port: int
     secrets: Path
     manifest: Path
     containers: list[str]
@@ -97,13 +99,13 @@ def pod(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[P
         timeout=120,
         capture_output=True,
     )
-    port = free_port()
+    port, ui_port = free_port(), free_port()
     local = yaml.safe_load((REPO / "deploy" / "local-images.yml").read_text())
     result = deploytools.localize(
         deploytools.render(REPO, "sim", warn=lambda _m: None),
         local_images=local,
         prefix=prefix,
-        host_ports={1883: port},
+        host_ports={1883: port, 1880: ui_port},
     )
     manifest = work / "pod.yml"
     manifest.write_text(deploytools.dump(result.docs))
@@ -112,6 +114,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[P
         name=pod_doc["metadata"]["name"],
         prefix=prefix,
         port=port,
+        ui_port=ui_port,
         secrets=secrets,
         manifest=manifest,
         containers=[c["name"] for c in pod_doc["spec"]["containers"]],
@@ -173,6 +176,27 @@ def test_services_find_the_broker_and_their_simulated_devices(pod: Pod) -> None:
     assert caen["modules_total"] == 3 and caen["modules_hv_on"] == 0
     assert julabo["model"].startswith("JULABO") and julabo["state"] == "STOPPED"
     assert ph2acf["mode"] == "tcp" and ph2acf["mongo_ok"] is False  # MongoDB left out: results are spooled
+
+
+@pytest.mark.timeout(120)
+def test_node_red_interlock_trips_on_the_stopped_chiller_and_rearms_after_start_and_acknowledge(pod: Pod) -> None:
+    if "node-red" not in pod.containers:
+        pytest.skip(f"Node-RED left out: {pod.left_out.get('node-red')}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{pod.ui_port}/dashboard/", timeout=10) as page:
+        assert page.status == 200  # the operator UI, through the pod's loopback-only host port
+    with DcsClient(pod.settings("operator")) as client:
+        client.subscribe(["interlock/status", "interlock/reply", "julabo/status"])
+        tripped = wait_status(client, "interlock/status", lambda s: s["state"] == "TRIPPED", 60)
+        assert "chiller_not_running" in tripped["active"]
+        assert client.command("julabo", "start", {}, timeout=20)["ok"]
+        wait_status(client, "julabo/status", lambda s: s["state"] == "RUNNING", 30)
+        # re-arming waits for the interlock's own LV-off step (10 s after HV off) to be done
+        wait_status(client, "interlock/status", lambda s: s["state"] == "ACK_PENDING" and not s["lv_off_pending"], 40)
+        # Node-RED answers on interlock/reply (not on the MQTT v5 response topic DcsClient.command waits for)
+        client.client.publish("interlock/cmd/acknowledge", json.dumps({"operator": "pod-test"}), qos=1)
+        reply = client.wait_for("interlock/reply", lambda m: m.json().get("command") == "acknowledge", 20).json()
+        assert reply["ok"], reply
+        wait_status(client, "interlock/status", lambda s: s["state"] == "OK", 20)
 
 
 @pytest.mark.timeout(120)

@@ -30,11 +30,22 @@ EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY, EXIT_USAGE = 0, 1, 2, 64
 POSITIONAL = {("ph2acf", "show"): "run", ("julabo", "set_setpoint"): "value"}
 
 
+def parse_value(text: str) -> Any:
+    """JSON where it parses; ``[a,b]`` as a list of strings; anything else as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    if text.startswith("[") and text.endswith("]"):
+        return [parse_value(item.strip()) for item in text[1:-1].split(",") if item.strip()]
+    return text
+
+
 def parse_assignments(tokens: list[str], service: str = "", command: str = "") -> dict[str, Any]:
     """Turn ``key=value`` tokens into command arguments.
 
-    Values are read as JSON when they parse (numbers, true/false, null, lists, objects), otherwise as
-    strings. A key given several times becomes a list (``modules=M1 modules=M2``).
+    Values are read as JSON when they parse (numbers, true/false, null, lists, objects), ``[a,b]`` as a list
+    of strings, otherwise as strings. A key given several times becomes a list (``modules=M1 modules=M2``).
     """
     args: dict[str, Any] = {}
     repeated: set[str] = set()
@@ -48,10 +59,7 @@ def parse_assignments(tokens: list[str], service: str = "", command: str = "") -
             key, text = token.split("=", 1)
         if not key:
             raise ValueError(f"empty argument name in {token!r}")
-        try:
-            value: Any = json.loads(text)
-        except ValueError:
-            value = text
+        value = parse_value(text)
         if key in args:
             if key not in repeated:
                 args[key] = [args[key]]
@@ -113,6 +121,10 @@ def _age(ts: Any) -> str:
     return f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}min"
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def render_status(view: dict[str, dict[str, Any]], detail: bool = False) -> str:
     """A plain-text table of the status view."""
     if not view:
@@ -122,7 +134,7 @@ def render_status(view: dict[str, dict[str, Any]], detail: bool = False) -> str:
         status = entry["status"] or {}
         health = entry["health"] or {}
         details = ", ".join(
-            f"{k}={v}" for k, v in status.items() if k not in ("state", "ts") and not isinstance(v, (dict, list))
+            f"{k}={_fmt(v)}" for k, v in status.items() if k not in ("state", "ts") and not isinstance(v, (dict, list))
         )
         if health.get("last_error"):
             details += f"  last error: {health['last_error']}"
@@ -136,7 +148,7 @@ def render_status(view: dict[str, dict[str, Any]], detail: bool = False) -> str:
                 if not isinstance(payload, dict):
                     continue
                 fields = ", ".join(
-                    f"{k}={v}" for k, v in payload.items() if k != "ts" and not isinstance(v, (dict, list))
+                    f"{k}={_fmt(v)}" for k, v in payload.items() if k != "ts" and not isinstance(v, (dict, list))
                 )
                 lines.append(f"  {sub:<30} {fields[:150]}")
     return "\n".join(lines)
@@ -194,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dcs",
         description="trackerdcs command-line client",
-        epilog="Examples: dcs status --detail | dcs caen lv_on modules=M1 | dcs julabo set_setpoint index=1 value=-25",
+        epilog="Examples: dcs status --detail | dcs caen lv_on modules=[M1,M2] | dcs julabo start",
     )
     parser.add_argument("--config", help="YAML file with an mqtt: section (default $DCS_CONFIG)")
     parser.add_argument("--host")

@@ -106,6 +106,11 @@ def test_arguments_are_read_as_json_where_they_parse():
         "ids": [1, 2],
     }
     assert parse_assignments(["modules=M1", "modules=M2"]) == {"modules": ["M1", "M2"]}
+    assert parse_assignments(["modules=[M1, M2]", "one=[M3]", "n=[1,2]"]) == {
+        "modules": ["M1", "M2"],
+        "one": ["M3"],
+        "n": [1, 2],
+    }
     assert parse_assignments(["12"], "ph2acf", "show") == {"run": 12}
     with pytest.raises(ValueError, match="expected key=value"):
         parse_assignments(["oops"], "caen", "lv_on")

@@ -1,0 +1,98 @@
+"""The README's first command: the whole stack in simulation mode comes up, obeys operators, and stops cleanly.
+
+This runs ``dcs-sim`` exactly as ``scripts/sim.sh`` does (after setup), on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trackerdcs.client import DcsClient
+from trackerdcs.config import MqttSettings, load_yaml
+from trackerdcs.localbroker import free_port
+
+DCS_SIM = Path(sys.executable).with_name("dcs-sim")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    var = tmp_path_factory.mktemp("sim")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(DCS_SIM), "--var", str(var), "--mqtt-port", str(port), "--no-node-red", "--run-seconds", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
+    )  # fmt: skip
+    banner = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        banner.append(line)
+        if "Ctrl-C stops the stack" in line:
+            break
+    if proc.poll() is not None or not any("stack is up" in line for line in banner):
+        proc.kill()
+        pytest.fail("dcs-sim did not come up:\n" + "".join(banner))
+    yield proc, var, "".join(banner)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def operator(var: Path) -> DcsClient:
+    return DcsClient(MqttSettings.from_config(load_yaml(var / "dcs.yml")["mqtt"], env={}))
+
+
+def test_every_service_is_online_with_its_simulated_device_connected(stack):
+    _, var, banner = stack
+    assert "export DCS_CONFIG=" in banner
+    with operator(var) as dcs:
+        for svc in ("caen", "julabo", "ph2acf"):
+            dcs.wait_for(f"{svc}/availability", lambda m: m.payload == b"online", timeout=10)
+        assert dcs.status("caen")["connected"] is True
+        dcs.wait_for("julabo/status", lambda m: m.json()["connected"] is True, timeout=15)
+        assert dcs.status("ph2acf")["state"] == "IDLE"
+        assert dcs.wait_for("env/box", timeout=10).json()["humidity"] >= 0
+
+
+def test_an_operator_powers_a_module_through_the_stack(stack):
+    _, var, _ = stack
+    with operator(var) as dcs:
+        dcs.command("caen", "lv_on", modules=["module_0"])
+        dcs.wait_for("caen/status/module/module_0", lambda m: m.json()["state"] == "LV_ON", timeout=20)
+        dcs.command("caen", "hv_on", modules=["module_0"])
+        dcs.wait_for("caen/status/module/module_0", lambda m: m.json()["state"] == "HV_ON", timeout=30)
+        dcs.command("caen", "lv_off", modules=["module_0"])
+        dcs.wait_for("caen/status/module/module_0", lambda m: m.json()["state"] == "OFF", timeout=30)
+
+
+def test_a_calibration_run_is_kept_on_disk_without_mongodb(stack):
+    _, var, _ = stack
+    with operator(var) as dcs:
+        dcs.subscribe(["ph2acf/event"])
+        time.sleep(0.3)
+        dcs.command("ph2acf", "start", calibration="pixelalive", operator="pytest")
+        stop = dcs.wait_for("ph2acf/event", lambda m: m.json()["kind"] == "run_stop", timeout=60).json()
+        assert stop["outcome"] == "done"
+        dcs.wait_for("ph2acf/status", lambda m: m.json()["state"] == "IDLE", timeout=30)
+        runs = dcs.command("ph2acf", "runs")["result"]["runs"]
+        assert runs and runs[0]["outcome"] == "done" and runs[0]["stored"] == "archive"
+
+
+def test_ctrl_c_stops_every_process_and_services_go_offline(stack):
+    proc, var, _ = stack
+    with operator(var) as dcs:
+        dcs.subscribe(["+/availability"])
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    leftovers = subprocess.run(["pgrep", "-f", str(var)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []

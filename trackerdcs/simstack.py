@@ -1,0 +1,231 @@
+"""``dcs-sim``: the whole stack in simulation mode on this machine, on loopback only.
+
+Starts a real Mosquitto (authentication + ACL, passwords generated into ``<var>/secrets``), the simulated
+devices (CAEN crate as an EPICS IOC, Julabo chiller on a pty and TCP, Ph2_ACF RunController, environment
+sensors), the three services against them, and Node-RED if ``node-red/node_modules`` is installed. Logs go to
+``<var>/logs/<name>.log``; a crashed process is restarted. Ctrl-C (or SIGTERM) stops everything, services first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .client import DcsClient
+from .localbroker import REPO, LocalBroker, free_port, wait_port
+from .logsetup import setup_logging
+from .supervisor import ProcessSpec, Supervisor
+
+log = logging.getLogger("dcs-sim")
+
+SERVICES = {"caen": "caen-fsm", "julabo": "julabo-fsm", "ph2acf": "ph2acf-bridge"}
+
+
+def _port_open(port: int) -> bool:
+    try:
+        wait_port("127.0.0.1", port, timeout=0.05)
+        return True
+    except TimeoutError:
+        return False
+
+
+def _online(monitor: DcsClient, service: str) -> bool:
+    message = monitor.latest(f"{service}/availability").get(f"{service}/availability")
+    return message is not None and message.payload == b"online"
+
+
+def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monitor: DcsClient) -> list[ProcessSpec]:
+    """The simulated devices, then the services, then Node-RED: the start order."""
+    bindir = Path(sys.executable).parent
+    exe = lambda name: str(bindir / name)  # noqa: E731
+    ca_port, julabo_port, julabo_ctl, ph2acf_port = (free_port() for _ in range(4))
+    ca_env = {"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ca_port}"}
+    ph2acf_work = var / "ph2acf" / "run"
+    ph2acf_work.mkdir(parents=True, exist_ok=True)
+    ph2acf_env = {
+        "PH2ACF_SIM_WORKDIR": str(ph2acf_work),
+        "PH2ACF_SIM_PORT": str(ph2acf_port),
+        "PH2ACF_DATA": str(var / "ph2acf" / "data"),
+        "PH2ACF_SIM_DURATION": str(args.run_seconds),
+    }
+    caen_cfg = str(REPO / "services/caen-fsm/example.yml")
+    specs = [
+        ProcessSpec(
+            "caen-sim",
+            [
+                exe("caen-sim"),
+                "--config",
+                caen_cfg,
+                "--port",
+                str(ca_port),
+                "--interface",
+                "127.0.0.1",
+                "--noise-hz",
+                "1",
+            ],
+            env={"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_ADDR_LIST": "127.0.0.1"},
+            ready=lambda: _port_open(ca_port),
+        ),
+        ProcessSpec(
+            "julabo-sim",
+            [
+                exe("julabo-sim"),
+                "--host",
+                "127.0.0.1",
+                "--tcp-port",
+                str(julabo_port),
+                "--control-port",
+                str(julabo_ctl),
+                "--pty-link",
+                str(var / "ttyJULABO"),
+            ],
+            ready=lambda: _port_open(julabo_port),
+        ),
+        ProcessSpec(
+            "ph2acf-sim",
+            [
+                exe("ph2acf-sim"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ph2acf_port),
+                "--workdir",
+                str(ph2acf_work),
+                "--write-example-xml",
+                "CMSIT.xml",
+            ],
+            env=ph2acf_env,
+            ready=lambda: _port_open(ph2acf_port),
+        ),
+        ProcessSpec(
+            "envsim",
+            [sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room"],
+            env={**broker.env("sensors"), "DCS_MQTT_CLIENT_ID": "envsim"},
+        ),
+        ProcessSpec(
+            "caen-fsm",
+            [exe("caen-fsm"), "--config", caen_cfg],
+            env={**broker.env("caen"), **ca_env},
+            ready=lambda: _online(monitor, "caen"),
+        ),
+        ProcessSpec(
+            "julabo-fsm",
+            [exe("julabo-fsm"), "--config", str(REPO / "services/julabo-fsm/example.yml")],
+            env={**broker.env("julabo"), "JULABO_CONNECTION": f"socket://127.0.0.1:{julabo_port}"},
+            ready=lambda: _online(monitor, "julabo"),
+        ),
+        ProcessSpec(
+            "ph2acf-bridge",
+            [exe("ph2acf-bridge"), "--config", str(REPO / "services/ph2acf-bridge/sim.yml")],
+            env={**broker.env("ph2acf"), **ph2acf_env},
+            ready=lambda: _online(monitor, "ph2acf"),
+        ),
+    ]
+    node_red = REPO / "node-red"
+    if args.node_red and (node_red / "node_modules" / "node-red").is_dir() and shutil.which("node"):
+        specs.append(node_red_spec(var, broker, args.node_red_port))
+    elif args.node_red:
+        log.warning("Node-RED not installed (run scripts/setup.sh sim); starting without interlocks and UI")
+    return specs
+
+
+def node_red_spec(var: Path, broker: LocalBroker, port: int) -> ProcessSpec:
+    """Node-RED with the project's flows, its own user dir under ``var`` and the nodered MQTT account."""
+    user_dir = var / "node-red"
+    user_dir.mkdir(parents=True, exist_ok=True)
+    secret = var / "secrets" / "node-red-credential-secret"
+    if not secret.exists():
+        secret.write_text(os.urandom(24).hex())
+        secret.chmod(0o600)
+    env = {
+        "NODE_RED_USER_DIR": str(user_dir),
+        "NODE_RED_PORT": str(port),
+        "NODE_RED_HOST": "127.0.0.1",
+        "NODE_RED_CREDENTIAL_SECRET": secret.read_text().strip(),
+        "MQTT_HOST": broker.host,
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USER": "nodered",
+        "MQTT_PASSWORD": broker.password("nodered"),
+    }
+    return ProcessSpec(
+        "node-red",
+        [str(REPO / "node-red" / "run")],
+        env=env,
+        ready=lambda: _port_open(port),
+        ready_timeout_s=60,
+    )
+
+
+def write_client_config(var: Path, broker: LocalBroker) -> Path:
+    """``<var>/dcs.yml``: what ``dcs`` needs to log in as operator (export DCS_CONFIG=...)."""
+    path = var / "dcs.yml"
+    path.write_text(
+        "# written by dcs-sim: export DCS_CONFIG=" + str(path) + "\n"
+        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  username: operator\n"
+        f"  password_file: {broker.secrets_dir / 'mqtt-operator'}\n"
+    )
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dcs-sim", description=__doc__)
+    parser.add_argument("--var", default=str(REPO / "var" / "sim"), help="state, logs and secrets (default var/sim)")
+    parser.add_argument("--mqtt-port", type=int, default=1883, help="broker port on 127.0.0.1 (default 1883)")
+    parser.add_argument("--node-red-port", type=int, default=1880, help="Node-RED port on 127.0.0.1 (default 1880)")
+    parser.add_argument("--no-node-red", dest="node_red", action="store_false", help="do not start Node-RED")
+    parser.add_argument("--run-seconds", type=float, default=20.0, help="length of a simulated calibration run")
+    parser.add_argument("--check", action="store_true", help="start everything, report, stop (a smoke test)")
+    args = parser.parse_args(argv)
+    setup_logging(name="dcs-sim")
+    var = Path(args.var).resolve()
+    (var / "logs").mkdir(parents=True, exist_ok=True)
+    if _port_open(args.mqtt_port):
+        log.error("port %d is in use: is another broker or dcs-sim running? Use --mqtt-port.", args.mqtt_port)
+        return 1
+    broker = LocalBroker(var / "mosquitto", var / "secrets", port=args.mqtt_port)
+    broker.prepare()
+    broker.start()
+    supervisor = Supervisor(var / "logs")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    code = 0
+    try:
+        with DcsClient(broker.settings("monitor")) as monitor:
+            monitor.subscribe(["+/availability"])
+            for spec in build_specs(args, var, broker, monitor):
+                supervisor.start(spec)
+            config = write_client_config(var, broker)
+            print(
+                f"\ntrackerdcs simulation stack is up (logs in {var / 'logs'}).\n"
+                f"  MQTT broker   127.0.0.1:{broker.port}   users/passwords in {broker.secrets_dir}\n"
+                + (
+                    f"  Node-RED      http://127.0.0.1:{args.node_red_port}/dashboard  (editor: /, user admin)\n"
+                    if "node-red" in supervisor.running
+                    else ""
+                )
+                + f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"
+                "                dcs status --detail\n"
+                "  Ctrl-C stops the stack.\n",
+                flush=True,
+            )
+            while not stop.is_set() and not args.check:
+                supervisor.poll()
+                stop.wait(1.0)
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        supervisor.stop_all()
+        broker.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -100,7 +100,7 @@ def test_no_chiller_at_startup_is_disconnected_and_retried_with_backoff(broker, 
     status = wait_status(operator, lambda s: s["state"] == "DISCONNECTED", since=app.started)
     assert status["connected"] is False
     time.sleep(1.5)
-    assert app.driver._connect_attempts >= 3
+    assert app.driver.connect_attempts >= 3
     reply = operator.command("julabo", "reconnect")["result"]
     assert reply["connected"] is False and "cannot open" in reply["error"]
 

@@ -135,7 +135,7 @@ class JulaboApp:
     def _usable(self) -> None:
         """Refusals that need no I/O: the chiller must be reachable and in remote mode."""
         if not self.driver.connected:
-            raise CommandError(self.driver._not_connected())
+            raise CommandError(self.driver.not_connected_message())
         self.driver.require_remote()
 
     def cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -148,15 +148,12 @@ class JulaboApp:
                 raise CommandError(
                     f"chiller in alarm ({d.status.code:03d} {d.status.text}): clear it on the front panel first"
                 )
-            d._stop_commanded = False
             d.send(Setting.RUNNING, 1)
             report = d.confirm_status("start")
             if report.running is not True:
                 raise CommandError(f"the chiller did not start: STATUS {report.code:02d} {report.text}")
-            d._was_running = True
-            if d._before_gap is not None:
-                d._before_gap[Reading.RUNNING] = True
-            d._publish(force=True)
+            d.note_commanded(True)
+            d.publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 
         return d.call(action)
@@ -165,15 +162,12 @@ class JulaboApp:
         d = self.driver
 
         def action() -> dict[str, Any]:
-            d._stop_commanded = True
+            d.note_commanded(False)
             d.send(Setting.RUNNING, 0)  # sent even if the chiller seems in manual mode: stopping is never refused here
             report = d.confirm_status("stop")
             if report.running is not False and report.code >= 0:
                 raise CommandError(f"the chiller did not stop: STATUS {report.code:02d} {report.text}")
-            d._was_running = False
-            if d._before_gap is not None:
-                d._before_gap[Reading.RUNNING] = False
-            d._publish(force=True)
+            d.publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 
         return d.call(action)
@@ -185,7 +179,7 @@ class JulaboApp:
 
         def action() -> dict[str, Any]:
             got = d.write_verified(SETPOINT_SETTING[index], value, SETPOINT_READING[index])
-            d._publish()
+            d.publish()
             return {"index": index, "value": got}
 
         return d.call(action)
@@ -197,7 +191,7 @@ class JulaboApp:
 
         def action() -> dict[str, Any]:
             d.write_verified(Setting.ACTIVE_SETPOINT, index - 1, Reading.ACTIVE_SETPOINT)
-            d._publish()
+            d.publish()
             return {"active_setpoint": index, "setpoint": d.values.get(SETPOINT_READING[index])}
 
         return d.call(action)
@@ -213,7 +207,7 @@ class JulaboApp:
                     "no external Pt100 connected (IN_PV_02 reads ---.--): controlling on it would alarm the chiller"
                 )
             d.write_verified(Setting.CONTROL_SENSOR, int(external), Reading.CONTROL_SENSOR)
-            d._publish()
+            d.publish()
             return {"control_sensor": args["sensor"]}
 
         return d.call(action)
@@ -227,7 +221,7 @@ class JulaboApp:
 
         def action() -> dict[str, Any]:
             got = d.write_verified(Setting.PUMP_STAGE, stage, Reading.PUMP_STAGE)
-            d._publish()
+            d.publish()
             return {"pump_stage": stage if got is None else int(got)}
 
         return d.call(action)
@@ -236,9 +230,7 @@ class JulaboApp:
         d = self.driver
 
         def action() -> dict[str, Any]:
-            d._sweep_pending = True
-            d._cycle()
-            snapshot = d.snapshot()
+            snapshot = d.refresh_all()
             self.service.publish_status(snapshot, force=True)
             return snapshot
 

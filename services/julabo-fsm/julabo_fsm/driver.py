@@ -126,6 +126,11 @@ class ChillerDriver:
     def connected(self) -> bool:
         return self.fsm.connected
 
+    @property
+    def connect_attempts(self) -> int:
+        """Connection attempts so far (successful or not)."""
+        return self._connect_attempts
+
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="julabo-io", daemon=True)
@@ -195,6 +200,26 @@ class ChillerDriver:
             "remote": status.remote if status and status.remote is not None else None,
             "model": self.version,
         }
+
+    def note_commanded(self, running: bool) -> None:
+        """The DCS itself started (True) or stopped (False) the chiller; a stop it asked for is no surprise."""
+        self._stop_commanded = not running
+        self._was_running = running
+        if self._before_gap is not None:
+            self._before_gap[Reading.RUNNING] = running
+
+    def refresh_all(self) -> dict[str, Any]:
+        """Read every value now (I/O thread) and return the snapshot."""
+        self._sweep_pending = True
+        self._cycle()
+        return self.snapshot()
+
+    def publish(self, force: bool = False) -> None:
+        """Hand the current snapshot to the listener."""
+        self._publish(force)
+
+    def not_connected_message(self) -> str:
+        return self._not_connected()
 
     def _publish(self, force: bool = False) -> None:
         try:

@@ -140,6 +140,7 @@ def test_chiller_stop_switches_hv_off_within_500_ms_then_lv_off_and_latches(node
         julabo.client.publish("julabo/status", chiller(time.time(), state="STOPPED"), qos=1, retain=True)
         refused = acknowledge(op)
         assert not refused["ok"] and "chiller_not_running" in refused["error"]
+        julabo.client.publish("julabo/status", b"", qos=1, retain=True).wait_for_publish(5)
     p50, worst = statistics.median(reactions), max(reactions)
     (artifacts / "interlock_reaction.json").write_text(
         json.dumps({"reactions_s": reactions, "p50_s": p50, "max_s": worst}, indent=2)
@@ -174,4 +175,5 @@ def test_dew_point_above_margin_switches_hv_but_not_lv_off(node_red, broker):
             ("dewpoint:box", "hv_off")
         ]  # longer than the LV-off delay of this Node-RED
         assert all(m.received < t0 for m in op.latest("caen/cmd/lv_off").values()), "no LV off for dew point"
-        sensors.client.publish("env/box", b"", qos=1, retain=True)
+        sensors.client.publish("env/box", b"", qos=1, retain=True).wait_for_publish(5)
+        julabo.client.publish("julabo/status", b"", qos=1, retain=True).wait_for_publish(5)

@@ -14,9 +14,12 @@ from trackerdcs.localbroker import LocalBroker
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    """A real Mosquitto on a free 127.0.0.1 port, passwords generated into a temporary secrets folder."""
+    """A real Mosquitto on a free 127.0.0.1 port, passwords generated into a temporary secrets folder.
+
+    One per test module, so retained messages of one module (an interlock left latched, say) never leak
+    into another."""
     work = tmp_path_factory.mktemp("mosquitto")
     instance = LocalBroker(work, work / "secrets")
     instance.start()

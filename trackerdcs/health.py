@@ -54,6 +54,8 @@ class HealthMonitor:
         self.commands_ok = 0
         self.commands_failed = 0
         self.reconnects = 0
+        self.publish_failures = 0
+        self.queues: dict[str, int] = {}
         self.last_error: str | None = None
         self.last_error_ts: float | None = None
         self.extra: dict[str, Any] = {}
@@ -77,6 +79,8 @@ class HealthMonitor:
                 "rss_mb": round(mem.rss / 1e6, 1),
                 "threads": self._proc.num_threads(),
                 "mqtt_reconnects": self.reconnects,
+                "publish_failures": self.publish_failures,
+                **self.queues,
                 "commands_ok": self.commands_ok,
                 "commands_failed": self.commands_failed,
                 "msgs_in_per_s": round(self.messages_in.rate(), 2),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import socket
 import ssl
@@ -89,7 +90,9 @@ class _Inbound:
     correlation: bytes | None
 
 
-def build_client(settings: MqttSettings, client_id: str, will: tuple[str, str] | None = None) -> mqtt.Client:
+def build_client(
+    settings: MqttSettings, client_id: str, will: tuple[str, str] | None = None, max_queued: int = 10_000
+) -> mqtt.Client:
     """A paho client (MQTT v5) configured with credentials, TLS and an optional retained last will."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
@@ -110,7 +113,8 @@ def build_client(settings: MqttSettings, client_id: str, will: tuple[str, str] |
     if will is not None:
         client.will_set(will[0], will[1], qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=2)
-    client.max_queued_messages_set(10_000)
+    client.max_queued_messages_set(max_queued)
+    client.max_inflight_messages_set(100)
     return client
 
 
@@ -142,6 +146,7 @@ class Service:
         heartbeat_s: float = 30.0,
         deadbands: Mapping[str, Deadband] | None = None,
         health_interval_s: float = 10.0,
+        max_queued: int = 10_000,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -166,7 +171,8 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._ever_connected = False
         client_id = settings.client_id or f"trackerdcs-{name}-{socket.gethostname()}"
-        self.client = build_client(settings, client_id, will=(self.topics.availability, OFFLINE))
+        self.client = build_client(settings, client_id, will=(self.topics.availability, OFFLINE), max_queued=max_queued)
+        self._publish_failure_logged = -math.inf
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -270,12 +276,21 @@ class Service:
         qos: int = 1,
         retain: bool = False,
         properties: Properties | None = None,
-    ) -> None:
-        """Publish raw; a broker outage only logs (paho queues QoS>0 messages until reconnect)."""
+    ) -> bool:
+        """Publish raw. Returns False if the message was not even queued (outgoing queue full); paho keeps
+        QoS>0 messages queued across a broker outage. Failures are logged at most every 10 s, with a count."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         self.health.messages_out.tick()
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return True
+        self.health.publish_failures += 1
+        now = time.monotonic()
+        if now - self._publish_failure_logged >= 10.0:
+            self._publish_failure_logged = now
+            message = f"publish to {topic} failed: {mqtt.error_string(info.rc)} ({self.health.publish_failures} so far)"
+            log.warning("%s", message)
+            self.health.error(message)
+        return False
 
     def publish_status(
         self,
@@ -303,7 +318,10 @@ class Service:
             if not force and not filt.should_publish(snapshot, now):
                 return False
             filt.mark_published(snapshot, now)
-        self.publish(topic, dumps(snapshot), retain=True)
+        if not self.publish(topic, dumps(snapshot), retain=True):
+            with self._status_lock:
+                filt.forget()  # the heartbeat loop tries again within a second
+            return False
         return True
 
     def event(self, kind: str, message: str, *, severity: str = "info", **data: Any) -> None:
@@ -468,6 +486,10 @@ class Service:
             self.publish_status({**snapshot, "ts": time.time()}, sub, force=True)
 
     def _publish_health(self) -> None:
+        self.health.queues = {
+            "commands_queued": self._inbox.qsize(),
+            "mqtt_out_queued": len(getattr(self.client, "_out_messages", ())),
+        }
         if self.connected.is_set():
             self.publish(self.topics.health, dumps(self.health.snapshot()), retain=True)
 

@@ -196,3 +196,24 @@ def test_health_reports_version_uptime_resources_and_counters(service, monitor):
     for key in ("version", "host", "uptime_s", "cpu_percent", "rss_mb", "mqtt_reconnects", "commands_ok", "last_error"):
         assert key in doc
     assert doc["rss_mb"] > 1
+
+
+def test_status_dropped_by_a_full_outgoing_queue_is_sent_again_so_retained_state_is_never_stale(broker, monitor):
+    svc = Service("caen", broker.settings("caen", client_id=f"q-{uuid.uuid4().hex[:8]}"), max_queued=20)
+    svc.start()
+    try:
+        assert svc.wait_connected(10)
+        for i in range(200):  # far faster than 20 in-flight messages can be acknowledged
+            svc.publish_status({"state": "ON", "n": i}, f"channel/c{i}")
+        assert svc.health.publish_failures > 0  # the queue did overflow
+        monitor.subscribe(["caen/status/channel/#"])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            latest = {t: m.json()["n"] for t, m in monitor.latest("caen/status/channel/#").items()}
+            if len(latest) == 200 and all(latest[f"caen/status/channel/c{i}"] == i for i in range(200)):
+                break
+            time.sleep(0.2)
+        assert len(latest) == 200
+        assert all(latest[f"caen/status/channel/c{i}"] == i for i in range(200))
+    finally:
+        svc.stop()

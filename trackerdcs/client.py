@@ -152,12 +152,18 @@ class DcsClient:
 
         The request carries a unique ``id`` and MQTT v5 Response Topic/Correlation Data; it expires at the
         broker after ``timeout`` seconds, so a command can never be delivered late to a service that was
-        offline. Raises :class:`NoReply` after ``timeout`` and, with ``check``, :class:`CommandFailed`
+        offline; it also carries ``deadline`` (now + ``timeout``), so a service never carries it out after this
+        call has given up, even if it was held back in this client during a broker outage. Raises
+        :class:`NoReply` after ``timeout`` and, with ``check``, :class:`CommandFailed`
         when the reply says ``ok: false``.
         """
         payload = dict(args or {})
         payload.update(kwargs)
         ident = payload.setdefault("id", uuid.uuid4().hex)
+        # A command held back by a broker outage must not be carried out after we have reported it failed: the
+        # service refuses it once this deadline has passed (the broker's message expiry does not cover messages
+        # still queued in this client).
+        payload.setdefault("deadline", round(time.time() + timeout, 3))
         corr = uuid.uuid4().bytes
         pending = _Pending()
         with self._lock:

@@ -143,6 +143,7 @@ class CommandRequest:
     command: str
     id: Any = None
     args: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -181,7 +182,9 @@ def peek_id(payload: bytes) -> Any:
 def parse_payload(command: str, payload: bytes) -> CommandRequest:
     """Decode a command payload into a :class:`CommandRequest`; raise :class:`CommandError` if malformed.
 
-    An empty payload means "no arguments". ``NaN``/``Infinity`` literals, non-objects, payloads larger
+    An empty payload means "no arguments". Besides ``id``, the optional ``deadline`` (seconds since the epoch)
+    is taken out of the arguments: a service refuses a command that reaches it after its deadline.
+    ``NaN``/``Infinity`` literals, non-objects, payloads larger
     than :data:`MAX_PAYLOAD_BYTES` and JSON nested deeper than :data:`MAX_JSON_DEPTH` are refused.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -207,7 +210,12 @@ def parse_payload(command: str, payload: bytes) -> CommandRequest:
         raise CommandError(f"'id' must be a string or an integer, got {_type_name(ident)}")
     if isinstance(ident, str) and len(ident) > 200:
         raise CommandError("'id' is longer than 200 characters")
-    return CommandRequest(command=command, id=ident, args=obj)
+    deadline = obj.pop("deadline", None)
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline)
+    ):
+        raise CommandError(f"'deadline' must be a time in seconds since the epoch, got {_type_name(deadline)}")
+    return CommandRequest(command=command, id=ident, args=obj, deadline=deadline)
 
 
 def command_table(specs: Iterable[CommandSpec]) -> dict[str, CommandSpec]:

@@ -212,6 +212,11 @@ class Service:
         try:
             request = parse_payload(command, payload)
             ident = request.id
+            if request.deadline is not None and time.time() > request.deadline:
+                raise CommandError(
+                    f"command expired: it reached the service {time.time() - request.deadline:.1f} s after the "
+                    "deadline its sender set (the sender has already reported it failed); not carried out"
+                )
             spec = self._commands.get(command)
             if spec is None:
                 raise CommandError(

@@ -92,52 +92,52 @@ def pod(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[P
     subprocess.run([str(REPO / "deploy" / "build-images")], check=True, timeout=900, capture_output=True)
     timings["build_images_s"] = time.monotonic() - t0
     prefix = f"t{os.getpid()}-"
-    secrets = work / "secrets"
-    subprocess.run(
-        [str(REPO / "deploy" / "setup-secrets"), "--dir", str(secrets), "--prefix", prefix],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    port, ui_port = free_port(), free_port()
-    local = yaml.safe_load((REPO / "deploy" / "local-images.yml").read_text())
-    result = deploytools.localize(
-        deploytools.render(REPO, "sim", warn=lambda _m: None),
-        local_images=local,
-        prefix=prefix,
-        host_ports={1883: port, 1880: ui_port},
-    )
-    manifest = work / "pod.yml"
-    manifest.write_text(deploytools.dump(result.docs))
-    pod_doc = deploytools.pod_of(result.docs)
-    handle = Pod(
-        name=pod_doc["metadata"]["name"],
-        prefix=prefix,
-        port=port,
-        ui_port=ui_port,
-        secrets=secrets,
-        manifest=manifest,
-        containers=[c["name"] for c in pod_doc["spec"]["containers"]],
-        left_out=result.left_out,
-        replaced=result.replaced,
-        timings=timings,
-    )
-    t1 = time.monotonic()
+    handle: Pod | None = None
     try:
-        handle.played_at = t1
+        secrets = work / "secrets"
+        subprocess.run(
+            [str(REPO / "deploy" / "setup-secrets"), "--dir", str(secrets), "--prefix", prefix],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+        port, ui_port = free_port(), free_port()
+        local = yaml.safe_load((REPO / "deploy" / "local-images.yml").read_text())
+        result = deploytools.localize(
+            deploytools.render(REPO, "sim", warn=lambda _m: None),
+            local_images=local,
+            prefix=prefix,
+            host_ports={1883: port, 1880: ui_port},
+        )
+        manifest = work / "pod.yml"
+        manifest.write_text(deploytools.dump(result.docs))
+        pod_doc = deploytools.pod_of(result.docs)
+        handle = Pod(
+            name=pod_doc["metadata"]["name"],
+            prefix=prefix,
+            port=port,
+            ui_port=ui_port,
+            secrets=secrets,
+            manifest=manifest,
+            containers=[c["name"] for c in pod_doc["spec"]["containers"]],
+            left_out=result.left_out,
+            replaced=result.replaced,
+            timings=timings,
+        )
+        handle.played_at = time.monotonic()
         podman("play", "kube", str(manifest), timeout=300)
         wait_port("127.0.0.1", port, timeout=30)
-        timings["play_to_mqtt_s"] = time.monotonic() - t1
+        timings["play_to_mqtt_s"] = time.monotonic() - handle.played_at
         yield handle
     finally:
-        logs = {
-            c: podman("logs", "--tail", "40", handle.container(c), check=False).stdout
-            + podman("logs", "--tail", "40", handle.container(c), check=False).stderr
-            for c in handle.containers
-        }
-        (artifacts / "pod-logs.json").write_text(json.dumps(logs, indent=1))
+        if handle is not None:
+            logs = {}
+            for c in handle.containers:
+                out = podman("logs", "--tail", "40", handle.container(c), check=False)
+                logs[c] = out.stdout + out.stderr
+            (artifacts / "pod-logs.json").write_text(json.dumps(logs, indent=1))
         (artifacts / "pod-timings.json").write_text(json.dumps(timings, indent=1))
-        _cleanup(prefix, handle.name)
+        _cleanup(prefix, f"{prefix}trackerdcs-sim")
 
 
 def wait_status(client: DcsClient, topic: str, predicate, timeout: float = 30.0) -> dict:

@@ -130,7 +130,7 @@ def test_the_shipped_service_configs_are_accepted_by_the_services(site: str) -> 
     assert JulaboConfig.from_config(configs["julabo-fsm"])
     settings = load_settings(configs["ph2acf-bridge"])
     assert settings.mode == "tcp"
-    assert settings.spool_dir.is_relative_to("/var/lib/trackerdcs")  # on the ph2acf-data volume
+    assert settings.spool_dir.is_relative_to("/var/lib/trackerdcs/ph2acf")  # on the ph2acf-data volume
 
 
 def _secrets_made_by_setup_script() -> dict[str, set[str]]:

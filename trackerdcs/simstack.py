@@ -9,10 +9,13 @@ sensors), the three services against them, and Node-RED if ``node-red/node_modul
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -45,6 +48,11 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
     bindir = Path(sys.executable).parent
     exe = lambda name: str(bindir / name)  # noqa: E731
     ca_port, julabo_port, julabo_ctl, ph2acf_port = (free_port() for _ in range(4))
+    ports = {
+        "mqtt": broker.port, "caen_ca": ca_port, "julabo_tcp": julabo_port, "julabo_control": julabo_ctl,
+        "ph2acf_tcp": ph2acf_port, "node_red": args.node_red_port,
+    }  # fmt: skip
+    (var / "ports.json").write_text(json.dumps(ports, indent=2) + "\n")
     ca_env = {"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ca_port}"}
     ph2acf_work = var / "ph2acf" / "run"
     ph2acf_work.mkdir(parents=True, exist_ok=True)
@@ -143,11 +151,23 @@ def node_red_spec(var: Path, broker: LocalBroker, port: int) -> ProcessSpec:
     if not secret.exists():
         secret.write_text(os.urandom(24).hex())
         secret.chmod(0o600)
+    admin_password = var / "secrets" / "node-red-admin"
+    admin_hash = var / "secrets" / "node-red-admin.bcrypt"
+    if not admin_hash.exists():
+        admin_password.write_text(base64.b32encode(os.urandom(15)).decode().lower())
+        admin_password.chmod(0o600)
+        digest = subprocess.run(
+            [str(REPO / "node-red" / "hash-password")], input=admin_password.read_text(), capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        admin_hash.write_text(digest + "\n")
     env = {
         "NODE_RED_USER_DIR": str(user_dir),
         "NODE_RED_PORT": str(port),
         "NODE_RED_HOST": "127.0.0.1",
         "NODE_RED_CREDENTIAL_SECRET": secret.read_text().strip(),
+        "NODE_RED_ADMIN_USER": "admin",
+        "NODE_RED_ADMIN_HASH_FILE": str(admin_hash),
         "MQTT_HOST": broker.host,
         "MQTT_PORT": str(broker.port),
         "MQTT_USER": "nodered",
@@ -206,11 +226,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"\ntrackerdcs simulation stack is up (logs in {var / 'logs'}).\n"
                 f"  MQTT broker   127.0.0.1:{broker.port}   users/passwords in {broker.secrets_dir}\n"
                 + (
-                    f"  Node-RED      http://127.0.0.1:{args.node_red_port}/dashboard  (editor: /, user admin)\n"
+                    f"  Operator UI   http://127.0.0.1:{args.node_red_port}/dashboard/stand\n"
+                    f"  Node-RED      http://127.0.0.1:{args.node_red_port}/  (user admin, password in "
+                    f"{var / 'secrets' / 'node-red-admin'})\n"
                     if "node-red" in supervisor.running
                     else ""
                 )
-                + f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"
+                + f"  Simulators    ports in {var / 'ports.json'}; chiller faults: echo 'bath 30' | nc 127.0.0.1 "
+                f"<julabo_control>\n"
+                f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"
                 "                dcs status --detail\n"
                 "  Ctrl-C stops the stack.\n",
                 flush=True,

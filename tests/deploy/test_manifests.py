@@ -46,7 +46,13 @@ def test_checked_in_manifests_match_their_sources(generated: str, profile: str, 
     docs = rendered(profile)
     docs = deploytools.for_podman(docs) if form == "podman" else deploytools.to_kubernetes(docs)
     on_disk = [d for d in yaml.safe_load_all((REPO / generated).read_text()) if d]
-    assert on_disk == docs, f"{generated} is stale: run `python -m trackerdcs.deploytools write`"
+
+    def by_name(items: list[dict]) -> dict[str, dict]:
+        return {f"{d['kind']}/{d['metadata']['name']}": d for d in items}
+
+    want, have = by_name(docs), by_name(on_disk)
+    stale = sorted(name for name in want.keys() | have.keys() if want.get(name) != have.get(name))
+    assert not stale, f"{generated} is stale in {stale}: run `python -m trackerdcs.deploytools write` and commit"
 
 
 @pytest.mark.parametrize("profile", ["production", "sim"])

@@ -15,6 +15,8 @@ from typing import Any
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
+#: the only bytes JSON counts as whitespace (bytes.strip() would also drop form feeds and vertical tabs)
+JSON_WHITESPACE = b" \t\r\n"
 
 
 class CommandError(Exception):
@@ -189,7 +191,7 @@ def parse_payload(command: str, payload: bytes) -> CommandRequest:
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise CommandError(f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD_BYTES})")
-    if not payload.strip():
+    if not payload.strip(JSON_WHITESPACE):
         return CommandRequest(command=command)
     try:
         text = payload.decode("utf-8")

@@ -90,3 +90,14 @@ def test_limits_refuse_out_of_range_setpoints_with_a_clear_message():
         hv.check("I0Set", -1)
     with pytest.raises(ValueError, match="not a settable hv parameter"):
         hv.check("VMon", 1)
+
+
+def test_trip_time_beyond_never_trip_and_negative_values_are_refused_whatever_the_configured_limits():
+    """Found by the reliability fuzz campaign: set Trip=1.35e308 was written to the crate."""
+    cfg = parse_config({**yaml.safe_load(PROTOTYPE_LIST_SHAPE), "limits": {"hv": {"V0Set": {"min": -10}}}})
+    hv = cfg.channels["module_0_hv"]
+    assert hv.check("Trip", 1000) == 1000.0  # 1000 s = never trip
+    with pytest.raises(ValueError, match=r"Trip=1\.35e\+308 is above the physical maximum 1000"):
+        hv.check("Trip", 1.35e308)
+    with pytest.raises(ValueError, match=r"V0Set=-5\.0 is below the physical minimum 0"):
+        hv.check("V0Set", -5)

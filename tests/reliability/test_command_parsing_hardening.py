@@ -40,3 +40,14 @@ def test_a_malformed_deadline_is_refused():
     reply = svc.execute("hv_on", b'{"deadline": 1e999}')  # JSON overflow decodes as infinity
     assert reply["ok"] is False and "'deadline' must be" in reply["error"]
     assert calls == []
+
+
+def test_a_payload_of_control_characters_is_malformed_not_an_empty_argument_list():
+    """Found by the fuzz campaign: b"\\x0c" (form feed) was taken as "no arguments", so lv_off acted on every
+    module. Only an empty payload or JSON whitespace means "no arguments"."""
+    svc, calls = make_service()
+    for junk in (b"\x0c", b"\x0b", b" \x0c\n", b"\x1c\x1d\x1e\x1f"):
+        reply = svc.execute("hv_on", junk)
+        assert reply["ok"] is False and "malformed JSON" in reply["error"], junk
+    assert calls == []
+    assert svc.execute("hv_on", b" \r\n\t")["ok"] is True and calls == [{}]

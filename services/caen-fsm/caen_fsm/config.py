@@ -98,6 +98,10 @@ class ChannelConfig:
             raise ValueError(f"{self.name}: {canonical}={number} is below the configured minimum {limit.minimum}")
         if limit.maximum is not None and number > limit.maximum:
             raise ValueError(f"{self.name}: {canonical}={number} is above the configured limit {limit.maximum}")
+        if spec.minimum is not None and number < spec.minimum:
+            raise ValueError(f"{self.name}: {canonical}={number} is below the physical minimum {spec.minimum}")
+        if spec.maximum is not None and number > spec.maximum:
+            raise ValueError(f"{self.name}: {canonical}={number} is above the physical maximum {spec.maximum}")
         return number
 
 

@@ -20,29 +20,33 @@ class Param:
     enum: tuple[str, ...] | None = None
     integer: bool = False
     unit: str = ""
+    #: physical bounds, whatever the configured limits say (a negative voltage, current, time or rate, or a
+    #: Trip beyond 1000 s = "never trip", is never meaningful for a write)
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 COMMON = (
     Param("Pw", True, enum=("Off", "On")),
     Param("Status", False, integer=True),
-    Param("V0Set", True, unit="V"),
-    Param("I0Set", True),
+    Param("V0Set", True, unit="V", minimum=0.0),
+    Param("I0Set", True, minimum=0.0),
     Param("VMon", False, unit="V"),
     Param("IMon", False),
-    Param("Trip", True, unit="s"),
-    Param("TripInt", True, integer=True),
-    Param("TripExt", True, integer=True),
+    Param("Trip", True, unit="s", minimum=0.0, maximum=1000.0),
+    Param("TripInt", True, integer=True, minimum=0),
+    Param("TripExt", True, integer=True, minimum=0),
 )
 LV_ONLY = (
-    Param("UNVThr", True, unit="V"),
-    Param("OVVThr", True, unit="V"),
-    Param("RUpTime", True),
-    Param("RDwTime", True),
+    Param("UNVThr", True, unit="V", minimum=0.0),
+    Param("OVVThr", True, unit="V", minimum=0.0),
+    Param("RUpTime", True, minimum=0.0),
+    Param("RDwTime", True, minimum=0.0),
     Param("Temp", False, unit="degC"),
 )
 HV_ONLY = (
-    Param("RUp", True, unit="V/s"),
-    Param("RDWn", True, unit="V/s"),
+    Param("RUp", True, unit="V/s", minimum=0.0),
+    Param("RDWn", True, unit="V/s", minimum=0.0),
     # Enum index order UNCONFIRMED on the real crate; the simulator uses the same order.
     Param("PDwn", True, enum=("Kill", "Ramp")),
     Param("ImRange", True, enum=("High", "Low")),

@@ -191,7 +191,10 @@ class Bridge:
         svc.add_command("show", self._cmd_show, [Arg("run", int, minimum=0)], help="one stored run document")
 
     def _resolve_config(self, name: str | None) -> Path:
-        raw = Path(name or self.settings.config_file)
+        text = name or self.settings.config_file
+        if any(ord(c) < 32 for c in text):
+            raise CommandError("config_file must not contain control characters (NUL, newline, ...)")
+        raw = Path(text)
         path = (raw if raw.is_absolute() else self.settings.workdir / raw).resolve()
         allowed = self.settings.allowed_config_dirs
         if not any(path.is_relative_to(d) for d in allowed):

@@ -326,6 +326,10 @@ def check_pod(docs: list[Doc]) -> list[str]:
             problems.append(f"{name}: stateful, needs a persistentVolumeClaim volume")
         if not c.get("livenessProbe"):
             problems.append(f"{name}: no livenessProbe")
+        for kind in ("livenessProbe", "readinessProbe"):
+            argv = ((c.get(kind) or {}).get("exec") or {}).get("command") or []
+            if any(any(ch.isspace() for ch in str(arg)) for arg in argv):  # podman 4.3 joins them for `sh -c`
+                problems.append(f"{name}: {kind} arguments must not contain spaces (podman 4.3 joins them)")
         limits = (c.get("resources") or {}).get("limits") or {}
         if "memory" not in limits or "cpu" not in limits:
             problems.append(f"{name}: needs cpu and memory limits")

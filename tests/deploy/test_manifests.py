@@ -69,6 +69,7 @@ def test_the_rule_check_catches_each_kind_of_mistake() -> None:
     containers["mosquitto"]["ports"][0]["hostIP"] = "0.0.0.0"
     containers["ph2acf-bridge"]["command"][0] = "ph2acf-bridge"
     containers["grafana"]["env"].append({"name": "GF_SECURITY_ADMIN_PASSWORD", "value": "admin"})
+    containers["mosquitto"]["livenessProbe"]["exec"]["command"] = ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/1883"]
     pod["spec"]["restartPolicy"] = "Never"
     docs = [d for d in docs if d["metadata"].get("name") != "trackerdcs-influxdb-data"]
     problems = "\n".join(deploytools.check_pod(docs))
@@ -79,6 +80,7 @@ def test_the_rule_check_catches_each_kind_of_mistake() -> None:
         "ph2acf-bridge: command 'ph2acf-bridge' must be an absolute path",
         "grafana: GF_SECURITY_ADMIN_PASSWORD given as a plain value",
         "restartPolicy must be Always",
+        "mosquitto: livenessProbe arguments must not contain spaces",
         "no PVC trackerdcs-influxdb-data",
     ):
         assert expected in problems

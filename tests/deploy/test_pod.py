@@ -178,6 +178,21 @@ def test_services_find_the_broker_and_their_simulated_devices(pod: Pod) -> None:
     assert ph2acf["mode"] == "tcp" and ph2acf["mongo_ok"] is False  # MongoDB left out: results are spooled
 
 
+@pytest.mark.timeout(180)
+def test_every_containers_liveness_probe_passes_inside_the_pod(pod: Pod) -> None:
+    """The pod's probes, run by podman itself (its timers need systemd, so they are triggered here)."""
+    failing = {}
+    for name in pod.containers:
+        for _attempt in range(10):  # services need a first health publication
+            result = podman("healthcheck", "run", pod.container(name), check=False, timeout=60)
+            if result.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            failing[name] = (result.stdout + result.stderr).strip()
+    assert not failing, failing
+
+
 @pytest.mark.timeout(120)
 def test_node_red_interlock_trips_on_the_stopped_chiller_and_rearms_after_start_and_acknowledge(pod: Pod) -> None:
     if "node-red" not in pod.containers:

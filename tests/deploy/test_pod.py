@@ -1,7 +1,7 @@
 """The simulation pod, really played with podman: images built here from a local Debian base, the secrets made
 by deploy/setup-secrets, the manifest of pod-sim.yml adapted to this machine (registry-only images replaced by
 stand-ins or left out, named in the output), a free loopback port for MQTT, names prefixed so nothing of a
-production pod is touched. Cold (no images): about 2 minutes; warm: about 1 minute.
+production pod is touched. Cold (no images, all built in the run): about 3.5 minutes; warm: about 1 minute.
 """
 
 from __future__ import annotations

@@ -161,6 +161,11 @@ def test_every_container_that_can_run_here_is_up_and_the_others_are_named(pod: P
     time.sleep(3)
     states = {c: pod.state(c) for c in pod.containers}
     assert set(states.values()) == {"running"}, states
+    policies = {
+        c: podman("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", pod.container(c)).stdout.strip()
+        for c in pod.containers
+    }
+    assert set(policies.values()) == {"always"}, policies  # a crashed container comes back by itself
 
 
 @pytest.mark.timeout(120)

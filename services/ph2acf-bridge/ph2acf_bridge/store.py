@@ -57,6 +57,14 @@ def npz_to_channels(data: bytes) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def _slim(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the archive keeps in memory about a run: enough to list it and find it."""
+    entry = {k: doc.get(k) for k in RUN_FIELDS_FOR_LIST}
+    totals = (doc.get("summary") or {}).get("totals")
+    entry["summary"] = {"totals": totals} if totals is not None else None
+    return entry
+
+
 def _listing(doc: dict[str, Any]) -> dict[str, Any]:
     entry = {k: doc.get(k) for k in RUN_FIELDS_FOR_LIST}
     totals = (doc.get("summary") or {}).get("totals") or {}
@@ -78,7 +86,7 @@ class RunArchive:
             except (OSError, ValueError) as exc:
                 log.warning("skipping unreadable archived run %s: %s", doc_path, exc)
                 continue
-            self._index[doc["uid"]] = doc
+            self._index[doc["uid"]] = _slim(doc)
 
     def save(self, doc: dict[str, Any], result_file: Path | None, channels_npz: bytes | None) -> Path:
         """Write one run (document last, atomically: a folder with run.json is complete)."""
@@ -92,19 +100,23 @@ class RunArchive:
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         tmp.replace(folder / "run.json")
         with self._lock:
-            self._index[doc["uid"]] = doc
+            self._index[doc["uid"]] = _slim(doc)
         return folder
 
     def load(self, uid: str) -> tuple[dict[str, Any], Path | None, bytes | None]:
         """The document, the archived ROOT file (if any) and the channels .npz bytes (if any) of ``uid``."""
         with self._lock:
-            doc = self._index[uid]
+            if uid not in self._index:
+                raise KeyError(uid)
         folder = self.folder / uid
+        doc = json.loads((folder / "run.json").read_text())
         roots = sorted(folder.glob("*.root"))
         npz = folder / "channels.npz"
         return doc, (roots[0] if roots else None), (npz.read_bytes() if npz.exists() else None)
 
     def documents(self) -> list[dict[str, Any]]:
+        """The index entries of every archived run (listing fields and summary totals, not whole documents:
+        a document carries the conditions snapshot of the whole stand, which must not pile up in memory)."""
         with self._lock:
             return list(self._index.values())
 
@@ -318,7 +330,8 @@ class RunStore:
         """The newest document with run number ``run`` (without per-channel arrays)."""
         local = [d for d in self.archive.documents() if d.get("run") == run]
         if local:
-            doc = dict(max(local, key=lambda d: d.get("start_ts") or 0))
+            newest = max(local, key=lambda d: d.get("start_ts") or 0)
+            doc = self.archive.load(newest["uid"])[0]
             doc["stored"] = "spool" if doc["uid"] in set(self.spooled()) else "archive"
             doc["archive_path"] = str(self.archive.folder / doc["uid"])
             return doc

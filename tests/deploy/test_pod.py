@@ -70,7 +70,21 @@ def _skip_reason() -> str | None:
     return None
 
 
-def _cleanup(prefix: str, pod_name: str) -> None:
+def boot_unit_play_args(manifest: Path) -> list[str]:
+    """podman arguments of the stock podman-kube@.service ExecStart for ``manifest`` (what runs at boot)."""
+    unit = Path("/lib/systemd/system/podman-kube@.service")
+    if unit.is_file():
+        for line in unit.read_text().splitlines():
+            if line.startswith("ExecStart="):
+                argv = line.removeprefix("ExecStart=").split()
+                assert argv[0].endswith("/podman") and argv[-1] == "%I"
+                return [*argv[1:-1], str(manifest)]
+    return ["play", "kube", "--replace", "--service-container=true", str(manifest)]
+
+
+def _cleanup(prefix: str, pod_name: str, manifest: Path | None = None) -> None:
+    if manifest is not None and manifest.exists():  # the unit's ExecStop: also removes the service container
+        podman("play", "kube", "--down", str(manifest), check=False, timeout=120)
     podman("pod", "rm", "-f", "-t", "5", pod_name, check=False, timeout=120)
     volumes = podman("volume", "ls", "--format", "{{.Name}}", check=False).stdout.split()
     for volume in volumes:
@@ -137,7 +151,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[P
                 logs[c] = out.stdout + out.stderr
             (artifacts / "pod-logs.json").write_text(json.dumps(logs, indent=1))
         (artifacts / "pod-timings.json").write_text(json.dumps(timings, indent=1))
-        _cleanup(prefix, f"{prefix}trackerdcs-sim")
+        _cleanup(prefix, f"{prefix}trackerdcs-sim", work / "pod.yml")
 
 
 def wait_status(client: DcsClient, topic: str, predicate, timeout: float = 30.0) -> dict:
@@ -347,10 +361,11 @@ def tarfile_names(path: Path) -> set[str]:
 
 @pytest.mark.timeout(240)
 def test_after_a_power_cut_the_pod_comes_back_with_everything_off(pod: Pod) -> None:
-    """What the boot unit does after a power cut: play the same manifest again (--replace), volumes kept."""
+    """What the boot unit does after a power cut: the ExecStart of podman-kube@.service (podman 4.3) plays the
+    same manifest again (--replace, with a service container), volumes kept."""
     podman("pod", "kill", pod.name)  # no clean shutdown
     t0 = time.monotonic()
-    podman("play", "kube", "--replace", str(pod.manifest), timeout=300)
+    podman(*boot_unit_play_args(pod.manifest), timeout=300)
     wait_port("127.0.0.1", pod.port, timeout=60)
     with DcsClient(pod.settings("operator")) as client:
         client.subscribe(["caen/#", "julabo/status", "ph2acf/status"])

@@ -59,14 +59,14 @@ def npz_to_channels(data: bytes) -> dict[str, dict[str, np.ndarray]]:
 
 def _slim(doc: dict[str, Any]) -> dict[str, Any]:
     """What the archive keeps in memory about a run: enough to list it and find it."""
-    entry = {k: doc.get(k) for k in RUN_FIELDS_FOR_LIST}
+    entry = {k: doc.get(k) for k in (*RUN_FIELDS_FOR_LIST, "error", "abort_reason")}
     totals = (doc.get("summary") or {}).get("totals")
     entry["summary"] = {"totals": totals} if totals is not None else None
     return entry
 
 
 def _listing(doc: dict[str, Any]) -> dict[str, Any]:
-    entry = {k: doc.get(k) for k in RUN_FIELDS_FOR_LIST}
+    entry = {k: doc.get(k) for k in (*RUN_FIELDS_FOR_LIST, "error", "abort_reason")}
     totals = (doc.get("summary") or {}).get("totals") or {}
     entry.update({k: totals.get(k) for k in ("chips", "dead", "noisy")})
     return entry

@@ -6,7 +6,7 @@
     python3 grafana/build_dashboards.py --check  # exit 1 if the files differ from what would be written
 
 Plain Python, no SDK: the JSON is the Grafana 10/11 dashboard model with raw InfluxQL targets against the
-provisioned datasource (uid ``trackerdcs-influx``); measurements are those telegraf/telegraf.conf writes.
+provisioned datasource (uid ``trackerdcs-influx``); measurements are those telegraf.conf writes.
 tests/gateway/test_grafana.py runs every query below against a real InfluxDB.
 """
 

@@ -220,16 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("backup", "restore"):
+        from . import backup
+
+        return (backup.main_backup if argv[0] == "backup" else backup.main_restore)(argv[1:])
     parser = build_parser()
     ns, rest = parser.parse_known_args(argv)
     if not rest:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if rest[0] in ("backup", "restore"):
-        from . import backup
-
-        entry = backup.main_backup if rest[0] == "backup" else backup.main_restore
-        return entry(rest[1:])
     if rest[0] == "status":
         sub = argparse.ArgumentParser(prog="dcs status")
         sub.add_argument("services", nargs="*")

@@ -100,6 +100,8 @@ class MqttSettings:
             key = f"DCS_MQTT_{name.upper()}"
             if key in env and env[key] != "":
                 section[name] = env[key]
+        if env.get("DCS_MQTT_PASSWORD") and not env.get("DCS_MQTT_PASSWORD_FILE"):
+            section["password_file"] = None  # a password given in the environment beats the file named in YAML
         try:
             settings = cls(**section)
             settings.port = int(settings.port)

@@ -2,7 +2,7 @@
 
 The pod is described once, in ``deploy/pod.template.yml`` (PersistentVolumeClaims and the Pod), with the
 ConfigMaps listed in ``deploy/configmaps.yml`` (built here from the repository's own config files, so
-``mosquitto/acl`` or ``telegraf/telegraf.conf`` exist once) and profiles in ``deploy/profiles/<name>.yml``
+``mosquitto/acl`` or ``telegraf.conf`` exist once) and profiles in ``deploy/profiles/<name>.yml``
 (the simulation profile adds the simulators and points the services at them). From that::
 
     python -m trackerdcs.deploytools write            # regenerate pod.yml, pod-sim.yml, deploy/k8s/*.yml

@@ -114,3 +114,8 @@ def test_arguments_are_read_as_json_where_they_parse():
     assert parse_assignments(["12"], "ph2acf", "show") == {"run": 12}
     with pytest.raises(ValueError, match="expected key=value"):
         parse_assignments(["oops"], "caen", "lv_on")
+
+
+def test_backup_and_restore_have_their_own_help():
+    proc = subprocess.run([str(DCS), "backup", "--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "--keep" in proc.stdout

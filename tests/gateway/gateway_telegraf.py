@@ -1,4 +1,4 @@
-"""A Python model of the parts of Telegraf that telegraf/telegraf.conf uses (Telegraf is not run here).
+"""A Python model of the parts of Telegraf that telegraf.conf uses (Telegraf is not run here).
 
 * :data:`KNOWN_KEYS` lists, per plugin table, the keys Telegraf's documentation defines (agent, outputs.influxdb,
   outputs.health, inputs.internal, inputs.mqtt_consumer with topic_parsing and the json_v2/value parsers). A key
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-TELEGRAF_CONF = REPO / "telegraf" / "telegraf.conf"
+TELEGRAF_CONF = REPO / "telegraf.conf"
 
 _COMMON_INPUT = {
     "alias",

@@ -1,4 +1,4 @@
-"""telegraf/telegraf.conf checked without Telegraf (it is not installed here): plugin keys against a table written
+"""telegraf.conf checked without Telegraf (it is not installed here): plugin keys against a table written
 from Telegraf's documentation, and its MQTT -> line-protocol mapping replayed in Python (gateway_telegraf.py)."""
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ class HealthMonitor:
         with self._lock:
             mem = self._proc.memory_info()
             return {
+                **self.extra,  # first: a service's own figures never shadow the contract fields below
                 "service": self.service,
                 "version": self.version,
                 "host": socket.gethostname(),
@@ -87,6 +88,5 @@ class HealthMonitor:
                 "msgs_out_per_s": round(self.messages_out.rate(), 2),
                 "last_error": self.last_error,
                 "last_error_ts": self.last_error_ts,
-                **self.extra,
                 "ts": time.time(),
             }

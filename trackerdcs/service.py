@@ -431,6 +431,7 @@ class Service:
         self.ready.clear()
         if not self._stop.is_set():
             log.warning("disconnected from broker (%s); reconnecting", reason)
+            self.health.error(f"disconnected from broker: {reason}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.health.messages_in.tick()

@@ -85,6 +85,38 @@ def executions(log_text: str) -> dict[str, list[float]]:
     return out
 
 
+HEALTH_FIELDS = {
+    "service", "version", "host", "pid", "uptime_s", "cpu_percent", "rss_mb", "threads", "mqtt_reconnects",
+    "publish_failures", "commands_queued", "mqtt_out_queued", "commands_ok", "commands_failed", "msgs_in_per_s",
+    "msgs_out_per_s", "last_error", "last_error_ts", "ts",
+}  # fmt: skip
+OWN_FIELDS = {
+    "caen": {"pvs_total", "pvs_connected", "ca_updates", "ca_puts", "connect_s"},
+    "julabo": {"connection", "model_map", "link", "last_cycle_s", "link_error"},
+    "ph2acf": {"mongo", "archive_dir", "spooled"},
+}
+
+
+def test_every_service_publishes_a_complete_retained_health_document(stand, watcher):
+    for svc, own in OWN_FIELDS.items():
+        doc = watcher.wait_for(f"{svc}/health", lambda m, own=own: own <= set(m.json()), timeout=25).json()
+        assert set(doc) >= HEALTH_FIELDS, (svc, HEALTH_FIELDS - set(doc))
+        assert doc["service"] == svc and doc["rss_mb"] > 10 and doc["uptime_s"] >= 0 and doc["pid"] > 0
+        assert watcher.latest(f"{svc}/health")[f"{svc}/health"].retain or doc["ts"] > time.time() - 15
+
+
+def test_a_service_figure_never_hides_the_last_error_of_the_health_contract():
+    """Found while checking health: julabo-fsm's driver error (None when the link is fine) was merged over the
+    service's own ``last_error``, so a failing command handler never showed in ``dcs status``."""
+    from trackerdcs.health import HealthMonitor
+
+    health = HealthMonitor("julabo", "1.0")
+    health.extra.update({"last_error": None, "service": "spoofed", "link_error": None})
+    health.error("set_setpoint: RuntimeError('boom')")
+    doc = health.snapshot()
+    assert doc["last_error"] == "set_setpoint: RuntimeError('boom')" and doc["service"] == "julabo"
+
+
 def test_broker_killed_during_a_command_burst_everything_recovers_and_nothing_runs_twice(broker, stand, watcher):
     makers = {
         "caen": lambda i: ("set", {"channel": "M0000_lv", "param": "V0Set", "value": 10.0 + (i % 20) * 0.1}),

@@ -95,7 +95,7 @@ class JulaboApp:
             {
                 "link": self.driver.counters,
                 "last_cycle_s": self.driver.last_cycle_s,
-                "last_error": self.driver.last_error,
+                "link_error": self.driver.last_error,
             }
         )
         self.service.publish_status(payload, force=force)

@@ -1,0 +1,51 @@
+"""The ``main()`` every service shares: ``<prog> --config FILE [--log-level L]``, run until SIGTERM/SIGINT.
+
+A configuration error prints one line and exits with status 2 (the pod's restart policy then shows it
+crash-looping with that line in its log instead of running half-configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from .config import ConfigError, MqttSettings, load_yaml
+from .logsetup import setup_logging
+
+
+class Runnable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def run_service(
+    prog: str,
+    description: str,
+    build: Callable[[dict[str, Any], MqttSettings], Runnable],
+    argv: Sequence[str] | None = None,
+    config_help: str = "YAML configuration with an mqtt: section",
+) -> int:
+    """Parse the command line, load the config, ``build(config, mqtt_settings)`` the app, run it until a signal."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default, or $DCS_LOG_LEVEL), WARNING")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, name=prog)
+    try:
+        config = load_yaml(args.config)
+        app = build(config, MqttSettings.from_config(config.get("mqtt")))
+    except ConfigError as exc:
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    app.start()
+    stop.wait()
+    app.stop()
+    return 0

@@ -79,7 +79,9 @@ class MqttSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_insecure: bool = False
-    session_expiry_s: int = 3600
+    # 0: the broker keeps no session for a disconnected service, so commands are never queued for a service that
+    # is down and carried out when it comes back (the service re-subscribes on every connect).
+    session_expiry_s: int = 0
 
     def resolved_password(self) -> str | None:
         """The password, read from ``password_file`` when one is given."""

@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import __version__
 from .commands import Arg, CommandError, CommandRequest, CommandSpec, parse_payload, peek_id
@@ -398,7 +399,9 @@ class Service:
             self.health.reconnects += 1
         self._ever_connected = True
         set_nodelay(client)
-        _, self._cmd_mid = client.subscribe(self.topics.command_filter, qos=1)
+        # retainAsPublished: a command published with the retain flag shows it even when delivered live
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        _, self._cmd_mid = client.subscribe(self.topics.command_filter, options=options)
         for pattern in self._subscriptions:
             client.subscribe(pattern, qos=1)
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
@@ -442,6 +445,17 @@ class Service:
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
         item = _Inbound(command, bytes(msg.payload), response_topic, correlation)
+        if msg.retain:
+            # A retained command would be carried out again at every restart of the service: refuse it and
+            # delete it from the broker (the service account may write its own tree).
+            if msg.payload:
+                log.warning("refusing retained command on %s and clearing it", msg.topic)
+                self.health.error(f"retained command on {msg.topic} refused and cleared")
+                self.publish(msg.topic, b"", retain=True)
+                self._send_reply(
+                    item, self._reply(peek_id(item.payload), command, False, "retained commands are refused")
+                )
+            return
         try:
             self._inbox.put_nowait(item)
         except queue.Full:

@@ -130,3 +130,40 @@ def test_a_service_cannot_be_impersonated_by_another_account(own_broker, demo):
             mon.wait_for("caen/status", lambda m: m.received >= t0 and m.json()["state"] == "HV_ON", timeout=1.5)
     forged.loop_stop()
     forged.disconnect()
+
+
+def test_a_command_sent_while_the_service_is_down_is_not_carried_out_when_it_comes_back(own_broker):
+    env_id = {"DCS_MQTT_CLIENT_ID": "demo-fixed-id"}  # same client id: a persistent session would be resumed
+    env = {**os.environ, **own_broker.env("caen"), **env_id}
+    first = subprocess.Popen([sys.executable, str(DEMO), "caen"], env=env, stderr=subprocess.DEVNULL)
+    with DcsClient(own_broker.settings("operator")) as op:
+        wait_online(op)
+        first.terminate()
+        first.wait(10)
+        op.wait_for("caen/availability", lambda m: m.payload == b"offline", timeout=10)
+        op.client.publish("caen/cmd/on", b'{"brightness": 99}', qos=1).wait_for_publish(5)  # raw: no expiry
+        t0 = time.time()
+        second = subprocess.Popen([sys.executable, str(DEMO), "caen"], env=env, stderr=subprocess.DEVNULL)
+        try:
+            wait_online(op, after=t0)
+            time.sleep(1.0)
+            assert op.status("caen")["state"] == "OFF"
+            assert op.status("caen")["actions"] == 0
+        finally:
+            second.terminate()
+            second.wait(10)
+
+
+def test_a_retained_command_is_refused_and_deleted_so_no_restart_replays_it(own_broker, demo):
+    with DcsClient(own_broker.settings("operator")) as op:
+        wait_online(op)
+        op.subscribe(["caen/reply"])
+        time.sleep(0.2)
+        op.client.publish("caen/cmd/on", b'{"id": "sticky"}', qos=1, retain=True)
+        reply = op.wait_for("caen/reply", lambda m: m.json()["id"] == "sticky", timeout=5).json()
+        assert reply["ok"] is False and "retained" in reply["error"]
+        assert op.status("caen")["actions"] == 0
+    with DcsClient(own_broker.settings("monitor")) as late:
+        late.subscribe(["caen/cmd/#"])
+        time.sleep(0.5)
+        assert late.latest("caen/cmd/#") == {}

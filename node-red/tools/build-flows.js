@@ -73,8 +73,8 @@ add({ id: 'dcs-ui-page', type: 'ui-page', name: 'Test stand', ui: 'dcs-ui-base',
 
 const WIDGETS = [
   // id, group name, group width, file
-  ['services', 'Services', 4, 'services.vue'],
-  ['interlock', 'Interlock and alarms', 8, 'interlock.vue'],
+  ['services', 'Services', 12, 'services.vue'],
+  ['interlock', 'Interlock and alarms', 12, 'interlock.vue'],
   ['modules', 'CAEN modules', 7, 'modules.vue'],
   ['chiller', 'Chiller', 5, 'chiller.vue'],
   ['runs', 'Calibration runs', 7, 'runs.vue'],

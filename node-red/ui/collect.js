@@ -44,7 +44,12 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
     model.replies.unshift({ service: root, command: p.command, ok: p.ok, error: p.error, id: p.id, ts: p.ts });
     model.replies.length = Math.min(model.replies.length, MAX_REPLIES);
 } else if (parts[1] === 'health' && parts.length === 2 && typeof p === 'object' && !empty) {
-    service(root).health = { uptime_s: p.uptime_s, cpu_percent: p.cpu_percent, rss_mb: p.rss_mb, last_error: p.last_error };
+    service(root).health = {
+        version: p.version, host: p.host, uptime_s: p.uptime_s, cpu_percent: p.cpu_percent, rss_mb: p.rss_mb,
+        mqtt_reconnects: p.mqtt_reconnects, commands_queued: p.commands_queued, mqtt_out_queued: p.mqtt_out_queued,
+        msgs_in_per_s: p.msgs_in_per_s, msgs_out_per_s: p.msgs_out_per_s, last_error: p.last_error,
+        last_error_ts: p.last_error_ts, link_error: p.link_error, ts: p.ts,
+    };
 } else {
     return null;
 }

@@ -97,6 +97,22 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
             ),
             ("caen/availability", "online"),
             (
+                "caen/health",
+                {
+                    "service": "caen",
+                    "version": "9.8.7",
+                    "host": "stand-pc",
+                    "uptime_s": 7260.0,
+                    "cpu_percent": 14.2,
+                    "rss_mb": 104.4,
+                    "mqtt_reconnects": 3,
+                    "commands_queued": 0,
+                    "mqtt_out_queued": 2,
+                    "last_error": "CA link to crate lost 42 s",
+                    "ts": now,
+                },
+            ),
+            (
                 "caen/status/module/module_7",
                 {
                     "module": "module_7",
@@ -152,6 +168,7 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
             c.close()
         nr.stop()
     html = dom.stdout
-    for live in ("-19.87", "287.4", "module_7", "4711", "scurve", "coldbox", "HV_ON", "RUNNING"):
+    for live in ("-19.87", "287.4", "module_7", "4711", "scurve", "coldbox", "HV_ON", "RUNNING", "9.8.7", "104.4",
+                 "CA link to crate lost 42 s"):  # fmt: skip
         assert live in html, f"{live} not shown in the operator UI"
     assert shot.exists() and shot.stat().st_size > 20_000

@@ -125,6 +125,26 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+HEALTH_SUMMARY = (
+    "version", "host", "uptime_s", "msgs_in_per_s", "msgs_out_per_s", "commands_ok", "commands_failed",
+    "commands_queued", "mqtt_out_queued", "publish_failures",
+)  # fmt: skip
+STANDARD_HEALTH = {*HEALTH_SUMMARY, "service", "pid", "cpu_percent", "rss_mb", "threads", "mqtt_reconnects",
+                   "last_error", "last_error_ts", "ts"}  # fmt: skip
+
+
+def render_health(health: dict[str, Any]) -> str:
+    """One line of a service's health: the standard figures, its own counters, the last error with its age."""
+    parts = [f"{k}={_fmt(health[k])}" for k in HEALTH_SUMMARY if health.get(k) is not None]
+    parts += [
+        f"{k}={_fmt(v)}" for k, v in health.items() if k not in STANDARD_HEALTH and not isinstance(v, (dict, list))
+    ]
+    if health.get("last_error"):
+        parts.append(f"last_error ({_age(health.get('last_error_ts'))} ago): {health['last_error']}")
+    stale = isinstance(health.get("ts"), (int, float)) and time.time() - health["ts"] > 30
+    return ("STALE " if stale else "") + ", ".join(parts)
+
+
 def render_status(view: dict[str, dict[str, Any]], detail: bool = False) -> str:
     """A plain-text table of the status view."""
     if not view:
@@ -143,6 +163,8 @@ def render_status(view: dict[str, dict[str, Any]], detail: bool = False) -> str:
             f"{_age(status.get('ts')):>6}  {health.get('cpu_percent', '-'):>5} {health.get('rss_mb', '-'):>7} "
             f"{health.get('mqtt_reconnects', '-'):>6}  {details[:160]}"
         )
+        if detail and health:
+            lines.append("  health: " + render_health(health))
         if detail:
             for sub, payload in sorted(entry["sub"].items()):
                 if not isinstance(payload, dict):

@@ -81,6 +81,8 @@ def test_status_lists_each_service_with_availability_and_state(broker, demo):
     assert proc.returncode == 0
     line = next(line for line in proc.stdout.splitlines() if line.startswith("caen"))
     assert "online" in line and "OFF" in line
+    detail = dcs(broker, "status", "--detail").stdout
+    assert "health: version=0.1.0" in detail and "commands_ok=" in detail
     view = json.loads(dcs(broker, "status", "--json").stdout)
     assert view["caen"]["availability"] == "online"
     assert view["caen"]["status"]["state"] == "OFF"

@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             for spec in build_specs(args, var, broker, monitor):
                 supervisor.start(spec)
             config = write_client_config(var, broker)
+            ports = json.loads((var / "ports.json").read_text())
             print(
                 f"\ntrackerdcs simulation stack is up (logs in {var / 'logs'}).\n"
                 f"  MQTT broker   127.0.0.1:{broker.port}   users/passwords in {broker.secrets_dir}\n"
@@ -232,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                     if "node-red" in supervisor.running
                     else ""
                 )
-                + f"  Simulators    ports in {var / 'ports.json'}; chiller faults: echo 'bath 30' | nc 127.0.0.1 "
-                f"<julabo_control>\n"
+                + f"  Simulators    ports in {var / 'ports.json'}; warm the chiller (fault injection):\n"
+                f"                echo 'bath 30' > /dev/tcp/127.0.0.1/{ports['julabo_control']}   (bash)\n"
                 f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"
                 "                dcs status --detail\n"
                 "  Ctrl-C stops the stack.\n",

@@ -31,10 +31,11 @@ Handler = Callable[[list[tuple[str, Any]], list[tuple[str, bool]]], None]
 class CaAdapter:
     """Connects a fixed list of PVs and streams their values and connection changes to ``handler``."""
 
-    def __init__(self, pvnames: Iterable[str], handler: Handler, idle_s: float = 0.5) -> None:
+    def __init__(self, pvnames: Iterable[str], handler: Handler, idle_s: float = 0.5, max_batch: int = 50_000) -> None:
         self.pvnames = list(dict.fromkeys(pvnames))
         self.handler = handler
         self.idle_s = idle_s
+        self.max_batch = max_batch  # most updates (values + connection changes) handed over in one call
         self._queue: queue.SimpleQueue[tuple[str, str, Any]] = queue.SimpleQueue()
         self._chids: dict[str, Any] = {}
         self._subs: dict[str, Any] = {}
@@ -97,12 +98,14 @@ class CaAdapter:
                 else:
                     self._connection_changed(name, payload)
                     conns.append((name, payload))
+                # check the limit *before* taking the next item: an item taken and then left behind by the
+                # break was lost for good (one update in every max_batch + 1 whenever the queue was backed up)
+                if len(values) + len(conns) >= self.max_batch:
+                    break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     item = None
-                if len(values) + len(conns) >= 50_000:
-                    break
             if conns:
                 ca.flush_io()
             self.updates += len(values)

@@ -1,0 +1,93 @@
+"""The CA adapter's worker hands every queued update to the handler exactly once, whatever the batch size.
+
+Regression: the worker fetched the next queued item *before* checking the batch limit and dropped it when the
+limit was reached, so one update in every ``max_batch + 1`` was lost whenever the queue held more than a batch
+(small batches, or a backlog after an IOC restart). A lost initial ``Status`` value left a channel, and so its
+module and the whole crate, DISCONNECTED for good, although every PV was connected.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+from caen_fsm import ca_adapter
+from caen_fsm.ca_adapter import CaAdapter
+from caen_fsm.config import parse_config
+from caen_fsm.fsm import Plant
+from caen_fsm.states import ModuleState, SystemState
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.values: list[tuple[str, object]] = []
+        self.conns: list[tuple[str, bool]] = []
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, values, conns) -> None:
+        with self.lock:
+            self.values += values
+            self.conns += conns
+            self.batches.append(len(values) + len(conns))
+
+
+@pytest.mark.parametrize("max_batch", [1, 2, 7, 64, 50_000])
+def test_worker_delivers_every_queued_update_once_in_order(monkeypatch, max_batch):
+    monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
+    got = _Collector()
+    adapter = CaAdapter([f"PV{i}" for i in range(50)], got, idle_s=0.05, max_batch=max_batch)
+    # everything queued before the worker starts: the worst case (a backlog larger than one batch)
+    expected_conns = [(f"PV{i}", True) for i in range(50)]
+    expected_values = [(f"PV{i % 50}", i) for i in range(1000)]
+    for name, conn in expected_conns:
+        adapter._on_connection(pvname=name, conn=conn)
+    for name, value in expected_values:
+        adapter._on_value(pvname=name, value=value)
+    thread = threading.Thread(target=adapter._run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(got.values) + len(got.conns) < 1050:
+        time.sleep(0.01)
+    adapter.stop()
+    thread.join(timeout=5)
+    assert got.conns == expected_conns
+    assert got.values == expected_values
+    assert adapter.connected_count == 50
+    assert max(got.batches) <= max_batch
+
+
+def test_small_batches_against_a_real_ioc_bring_every_module_out_of_disconnected(crate, caen_config):
+    """The start-up the benchmark saw, in process: a real IOC, the plant fed in batches of at most 5 updates."""
+    config = parse_config(yaml.safe_load(caen_config.read_text()))
+    plant = Plant(config)
+    lock = threading.Lock()
+    seen: set[str] = set()
+
+    def handler(values, conns) -> None:
+        with lock:
+            plant.apply(values, conns, now=time.monotonic())
+            seen.update(name for name, _ in values)
+
+    adapter = CaAdapter(plant.pv_names, handler, idle_s=0.05, max_batch=5)
+    adapter.start()
+    try:
+        assert adapter.wait_connected(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if plant.system.state == SystemState.OFF and len(seen) == len(adapter.pvnames):
+                    break
+            time.sleep(0.05)
+        with lock:
+            missing = sorted(set(adapter.pvnames) - seen)
+            states = {name: m.state for name, m in plant.modules.items()}
+            assert not missing, f"no value ever delivered for {missing}"
+            assert plant.connected
+            assert states == dict.fromkeys(plant.modules, ModuleState.OFF)
+            assert plant.system.state == SystemState.OFF
+    finally:
+        adapter.stop()

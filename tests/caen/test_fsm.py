@@ -150,3 +150,44 @@ def test_module_and_system_state_tables():
     assert system_state([ModuleState.LV_ON, ModuleState.LV_ON]) == SystemState.LV_ON
     assert system_state([ModuleState.LV_ON, ModuleState.OFF]) == SystemState.MIXED
     assert system_state([]) == SystemState.DISCONNECTED
+
+
+def _updates(steps) -> list[tuple[str, object]]:
+    """(channel, Status, Pw, VMon) steps as (pv, value) updates in crate order, with readings-only updates."""
+    seq = []
+    for ch, status, pw, vmon in steps:
+        seq += [(pv(f"{ch}:Status"), status), (pv(f"{ch}:Pw"), pw), (pv(f"{ch}:VMon"), vmon)]
+        seq += [(pv(f"{ch}:IMon"), vmon / 100)] * 3
+    return seq
+
+
+def _feed_in_batches(p: Plant, values, conns, batch: int):
+    puts, changes = [], []
+    for i in range(0, max(len(conns), len(values)), batch):
+        out = p.apply(values=values[i : i + batch], connections=conns[i : i + batch])
+        puts += out.puts
+        changes += [e.data["to"] for e in out.events if e.kind == "state_change" and e.data["module"] == "A"]
+    return puts, changes
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 64, 10_000])
+def test_batch_size_does_not_change_what_the_plant_concludes(batch):
+    """The plant fed one update at a time, or in any batch size, reaches the same states and puts."""
+    p = Plant(parse_config(yaml.safe_load(CFG)))
+    start = [(n, 0) for n in p.pv_index]
+    up = _updates([("A_lv", RUP, 1, 6.0), ("A_lv", ON, 1, 12.0), ("A_hv", RUP, 1, 100.0), ("A_hv", ON, 1, 300.0)])
+    puts, changes = _feed_in_batches(p, start + up, [(n, True) for n in p.pv_index], batch)
+    assert puts == []
+    assert p.connected and p.modules["A"].state == ModuleState.HV_ON and p.modules["B"].state == ModuleState.OFF
+    out = p.command(Command.LV_OFF, ["A"])
+    assert out.puts == [Put(pv("A_hv:Pw"), 0)] and out.result["waiting_for_hv_off"] == ["A"]
+    down = _updates([("A_hv", RDW, 0, 150.0), ("A_hv", RDW, 0, 20.0), ("A_hv", 0, 0, 0.0)])
+    more_puts, more_changes = _feed_in_batches(p, down, [], batch)
+    assert more_puts == [Put(pv("A_lv:Pw"), 0)]  # LV off exactly once, only after HV read off below 5 V
+    full = ["OFF", "LV_RAMP_UP", "LV_ON", "HV_RAMP_UP", "HV_ON", "HV_RAMP_DOWN", "LV_ON"]
+    seen = changes + more_changes
+    assert seen == full if batch == 1 else seen[-1] == "LV_ON"  # bigger batches coalesce intermediate states
+    assert all(s in full for s in seen)
+    assert all(ch.state == ch.derive() for ch in p.channels.values())
+    assert all(m.state == m.derive() for m in p.modules.values())
+    assert p.modules["A"].lv_off_pending_since is None and not p._sequenced

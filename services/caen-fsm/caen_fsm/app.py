@@ -20,6 +20,8 @@ from .states import Command, Kind
 
 log = logging.getLogger(__name__)
 
+#: Most CA updates applied under the plant lock at once after the first full connect (50,000 while connecting).
+STEADY_MAX_BATCH = 256
 ALL_SETTABLE = sorted({*SETTABLE[Kind.LV], *SETTABLE[Kind.HV]})
 
 
@@ -69,6 +71,9 @@ class CaenApp:
             # full collections do not stall command handling (p99 latency).
             gc.collect()
             gc.freeze()
+            # From now on updates trickle in (noise, readbacks): hand them over in small batches so that a
+            # command never waits long for the plant lock and a readback is published soon after it arrives.
+            self.adapter.max_batch = STEADY_MAX_BATCH
         self._send(snapshots, out)
         self.service.health.extra.update(
             {

@@ -174,12 +174,26 @@ class ModuleModel:
 
     state: ModuleState
 
-    def __init__(self, name: str, lv: ChannelModel, hv: ChannelModel) -> None:
+    def __init__(self, name: str, lv: ChannelModel, hv: ChannelModel, sequenced: set[str] | None = None) -> None:
         self.name = name
         self.lv = lv
         self.hv = hv
-        self.lv_off_pending_since: float | None = None
+        self._sequenced = set() if sequenced is None else sequenced  # shared: names with an LV-off pending
+        self._lv_off_pending_since: float | None = None
         self.interlock_armed = True
+
+    @property
+    def lv_off_pending_since(self) -> float | None:
+        """When the pending LV-off sequence started (None: none pending)."""
+        return self._lv_off_pending_since
+
+    @lv_off_pending_since.setter
+    def lv_off_pending_since(self, value: float | None) -> None:
+        self._lv_off_pending_since = value
+        if value is None:
+            self._sequenced.discard(self.name)
+        else:
+            self._sequenced.add(self.name)
 
     def derive(self) -> ModuleState:
         return module_state(self.lv.state, self.hv.state)
@@ -239,8 +253,10 @@ class Plant:
     def __init__(self, config: CaenConfig) -> None:
         self.config = config
         self.channels = {name: ChannelModel(c, config.system) for name, c in config.channels.items()}
+        self._sequenced: set[str] = set()  # modules with an LV-off sequence pending (kept by ModuleModel)
         self.modules = {
-            name: ModuleModel(name, self.channels[m.lv], self.channels[m.hv]) for name, m in config.modules.items()
+            name: ModuleModel(name, self.channels[m.lv], self.channels[m.hv], self._sequenced)
+            for name, m in config.modules.items()
         }
         self.system = SystemModel()
         self.pv_index: dict[str, tuple[ChannelModel, str]] = {}
@@ -277,6 +293,7 @@ class Plant:
         """Feed PV values and connection changes (and the time, for sequence timeouts); get what to do."""
         out = Outcome()
         touched: set[str] = set()
+        rederive: set[str] = set()  # channels whose state may have changed (Status or a connection)
         for pv, conn in connections:
             entry = self.pv_index.get(pv)
             if entry is None:
@@ -287,6 +304,7 @@ class Plant:
             else:
                 ch.disconnected.add(pv)
             touched.add(ch.name)
+            rederive.add(ch.name)
         for pv, value in values:
             entry = self.pv_index.get(pv)
             if entry is None:
@@ -294,12 +312,14 @@ class Plant:
             ch, param = entry
             ch.values[param] = value
             touched.add(ch.name)
+            if param == "Status":
+                rederive.add(ch.name)
         out.channels |= touched
         changed = False
-        for name in touched:
+        for name in rederive:  # the channel state depends only on Status and the connections
             changed |= self._observe_channel(self.channels[name], out)
         modules = {self._module_of[n] for n in touched if n in self._module_of}
-        modules |= {m.name for m in self.modules.values() if m.lv_off_pending_since is not None}
+        modules |= self._sequenced
         for name in modules:
             changed |= self._observe_module(self.modules[name], out, now)
         if connections:

@@ -189,7 +189,7 @@ def main() -> int:
             op.client.unsubscribe("caen/#")
             op.client.unsubscribe("caen/status/#")
             time.sleep(1.0)
-            reply_ms, put_ms, status_ms = [], [], []
+            reply_ms, put_ms, status_ms, after_pv_ms = [], [], [], []
             for i in range(args.samples):
                 value = round(100.0 + (i % 2) * 0.5 + i * 0.001, 3)
                 t = time.perf_counter()
@@ -199,15 +199,25 @@ def main() -> int:
                     both.wait_for(lambda v=value: v in status_seen and v in pv_seen, timeout=2)
                 put_ms.append((pv_seen[value] - t) * 1e3)
                 status_ms.append((status_seen[value] - t) * 1e3)
+                # the part spent in caen-fsm (CA monitor -> plant -> publish) and the broker, not in the crate
+                after_pv_ms.append((status_seen[value] - pv_seen[value]) * 1e3)
             lat.close()
-            for name, series in (("reply", reply_ms), ("pv_put", put_ms), ("status", status_ms)):
+            series_by_name = (
+                ("reply", reply_ms),
+                ("pv_put", put_ms),
+                ("status", status_ms),
+                ("status_after_pv", after_pv_ms),
+            )
+            for name, series in series_by_name:
                 results[f"latency_{name}_p50_ms"] = round(statistics.median(series), 2)
                 results[f"latency_{name}_p99_ms"] = round(pct(series, 99), 2)
             print(
                 f"latency over {args.samples} set commands under load: "
                 f"command->PV p50 {results['latency_pv_put_p50_ms']} ms p99 {results['latency_pv_put_p99_ms']} ms; "
                 f"command->status p50 {results['latency_status_p50_ms']} ms "
-                f"p99 {results['latency_status_p99_ms']} ms; reply p50 {results['latency_reply_p50_ms']} ms"
+                f"p99 {results['latency_status_p99_ms']} ms; reply p50 {results['latency_reply_p50_ms']} ms; "
+                f"PV seen->status p50 {results['latency_status_after_pv_p50_ms']} ms "
+                f"p99 {results['latency_status_after_pv_p99_ms']} ms"
             )
 
             # interlock-style hv_off {} for all modules: command -> reply

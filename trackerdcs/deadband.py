@@ -48,6 +48,10 @@ class SnapshotFilter:
             return True
         return self.changed(self._last, snapshot)
 
+    def heartbeat_due(self, now: float) -> bool:
+        """True when nothing went out for ``heartbeat_s`` (or the last publication was forgotten)."""
+        return self._last is None or now - self._last_time >= self.heartbeat_s
+
     def changed(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         """True when ``new`` differs from ``old`` by more than the deadbands allow."""
         keys = (set(old) | set(new)) - self.ignore

@@ -497,10 +497,8 @@ class Service:
     def _heartbeat(self, now: float) -> None:
         if not self.connected.is_set():
             return
-        with self._status_lock:
-            due = [
-                (topic, snap) for topic, snap in self._latest.items() if self._filters[topic].should_publish(snap, now)
-            ]
+        with self._status_lock:  # only the time check: changes beyond the deadbands went out when published
+            due = [(topic, snap) for topic, snap in self._latest.items() if self._filters[topic].heartbeat_due(now)]
         for topic, snapshot in due:
             sub = topic[len(self.topics.status()) + 1 :] or None
             self.publish_status({**snapshot, "ts": time.time()}, sub, force=True)

@@ -42,3 +42,13 @@ def test_a_reading_that_appears_or_becomes_unavailable_is_published():
     f.mark_published({"temp": 20.0}, now=0.0)
     assert f.should_publish({"temp": 20.0, "ext": 1.0}, now=1.0)
     assert f.should_publish({"temp": float("nan")}, now=1.0)
+
+
+def test_heartbeat_due_only_counts_time_since_the_last_publication():
+    f = SnapshotFilter(heartbeat_s=10)
+    assert f.heartbeat_due(now=0.0)  # never published
+    f.mark_published({"state": "ON"}, now=0.0)
+    assert not f.heartbeat_due(now=9.9)
+    assert f.heartbeat_due(now=10.0)
+    f.forget()
+    assert f.heartbeat_due(now=0.1)

@@ -71,6 +71,10 @@ def main() -> int:
     ap.add_argument("--modules", type=int, default=500)
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--steady-s", type=float, default=20.0)
+    ap.add_argument(
+        "--sim-nice", type=int, default=0,
+        help="run the simulated crate at this nice level (it stands in for separate hardware)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     from trackerdcs.client import DcsClient
@@ -88,6 +92,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "channels": 2 * args.modules,
         "modules": args.modules,
+        "sim_nice": args.sim_nice,
     }
     try:
         sim = subprocess.Popen(
@@ -112,6 +117,7 @@ def main() -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            preexec_fn=(lambda: os.nice(args.sim_nice)) if args.sim_nice else None,
         )
         procs.append(sim)
         line = ""

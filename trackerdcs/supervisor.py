@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import time
@@ -104,3 +105,24 @@ class Supervisor:
                     os.killpg(run.proc.pid, signal.SIGKILL)
                 run.proc.wait(5)
         self.running.clear()
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """Read ``proc``'s text stdout until a line containing ``marker``; return that line.
+
+    Raises RuntimeError (with the last output) if the process exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    seen = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+            if marker in line:
+                return line
+        if proc.poll() is not None:
+            break
+    raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {seen[-2000:]}")

@@ -7,7 +7,6 @@ the IOC and the service are fresh subprocesses per test, so every test starts fr
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from trackerdcs.localbroker import LocalBroker, free_port
+from trackerdcs.supervisor import read_until
 
 CA_PORT = free_port()
 CA_ENV = {
@@ -59,24 +59,6 @@ CONFIG = {
     "deadbands": {"vmon": {"abs": 0.5}, "hv_vmon": {"abs": 0.5}, "lv_vmon": {"abs": 0.5}},
     "service": {"heartbeat_s": 30, "hv_safe_voltage": 5.0},
 }
-
-
-def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    seen = ""
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen += line
-            if marker in line:
-                return line
-        if proc.poll() is not None:
-            break
-    raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {seen[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -121,7 +103,7 @@ class SimCrate:
             text=True,
         )
         logf.close()
-        _read_until(self.proc, "caen-sim ready", 20)
+        read_until(self.proc, "caen-sim ready", 20)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from gateway_telegraf import default_env, load, topic_matches, translate
+from julabo_sim import control_client
 from test_grafana import alert_queries, dashboard_queries, expand_macros
 
 from trackerdcs.client import DcsClient, Message
@@ -44,9 +44,7 @@ class Stack:
         self.dcs = DcsClient(MqttSettings.from_config(load_yaml(var / "dcs.yml")["mqtt"], env={}))
 
     def julabo_control(self, line: str) -> str:
-        with socket.create_connection(("127.0.0.1", self.ports["julabo_control"]), timeout=5) as s:
-            s.sendall(line.encode() + b"\n")
-            return s.recv(4096).decode()
+        return control_client.send(self.ports["julabo_control"], line)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from julabo_sim import control_client
 
 from trackerdcs.client import DcsClient
 from trackerdcs.localbroker import LocalBroker
@@ -47,15 +47,7 @@ class SimProcess:
         return str(self.endpoints["pty"])
 
     def control(self, command: str) -> str:
-        with socket.create_connection(("127.0.0.1", self.endpoints["control_port"]), timeout=3) as s:
-            s.sendall(command.encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        answer = data.decode().strip()
+        answer = control_client.send(self.endpoints["control_port"], command)
         if answer.startswith("ERR"):
             raise AssertionError(f"simulator refused {command!r}: {answer}")
         return answer

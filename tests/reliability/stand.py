@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,8 +28,10 @@ from typing import Any
 
 import psutil
 import yaml
+from julabo_sim import control_client
 
 from trackerdcs.localbroker import LocalBroker, free_port, wait_port
+from trackerdcs.supervisor import read_until
 
 BIN = Path(sys.executable).parent
 SERVICES = ("caen", "julabo", "ph2acf")
@@ -75,24 +75,6 @@ def _stop(proc: subprocess.Popen[Any] | None, timeout: float = 8.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    seen = ""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen += line
-            if marker in line:
-                return line
-        if proc.poll() is not None:
-            break
-    raise RuntimeError(f"{marker!r} not seen within {timeout} s: {seen[-1000:]}")
 
 
 @dataclass
@@ -162,7 +144,7 @@ class Stand:
         if self.caen_noise_hz:
             argv += ["--noise-hz", str(self.caen_noise_hz)]
         proc = self._spawn("caen-sim", argv, self.ca_env, stdout=subprocess.PIPE)
-        _read_until(proc, "caen-sim ready", 30)
+        read_until(proc, "caen-sim ready", 30)
 
     def kill_caen_sim(self) -> None:
         proc = self.procs.get("caen-sim")
@@ -176,19 +158,11 @@ class Stand:
             argv += ["--tcp-port", str(self.julabo_endpoints["tcp_port"])]
             argv += ["--control-port", str(self.julabo_endpoints["control_port"])]
         proc = self._spawn("julabo-sim", argv, {}, stdout=subprocess.PIPE)
-        line = _read_until(proc, "READY ", 15)
+        line = read_until(proc, "READY ", 15)
         self.julabo_endpoints = json.loads(line.split("READY ", 1)[1])
 
     def julabo_control(self, command: str) -> str:
-        with socket.create_connection(("127.0.0.1", self.julabo_endpoints["control_port"]), timeout=3) as s:
-            s.sendall(command.encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return data.decode().strip()
+        return control_client.send(self.julabo_endpoints["control_port"], command)
 
     def julabo_state(self) -> dict[str, Any]:
         return json.loads(self.julabo_control("state"))

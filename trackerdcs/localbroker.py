@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .config import MqttSettings
+from .supervisor import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 MOSQUITTO_DIR = REPO / "mosquitto"
@@ -131,13 +132,7 @@ class LocalBroker:
 
     def stop(self) -> None:
         """Stop the broker cleanly (it saves its persistence file)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=5)
         self.proc = None
 
     def restart(self, kill: bool = True) -> None:

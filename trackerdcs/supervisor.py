@@ -126,3 +126,15 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
         if proc.poll() is not None:
             break
     raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {seen[-2000:]}")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM ``proc`` and wait; SIGKILL it if it is still alive after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from trackerdcs.localbroker import free_port, wait_port
+from trackerdcs.supervisor import stop_process
 
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 
@@ -73,13 +74,7 @@ class Influx:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.log.close()
 
     def query(self, q: str, db: str | None = None, method: str = "GET") -> dict:

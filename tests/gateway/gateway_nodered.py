@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from trackerdcs.localbroker import REPO, LocalBroker, free_port, wait_port
+from trackerdcs.supervisor import stop_process
 
 NODE_RED = REPO / "node-red"
 
@@ -60,12 +61,6 @@ class NodeRed:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()

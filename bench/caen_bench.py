@@ -4,7 +4,13 @@ Measures (1) connect time of caen-fsm (process launch -> system status connected
 service's own CA connect figure), (2) steady-state CPU and memory of caen-fsm with every channel's VMon
 and IMon changing at 1 Hz, (3) MQTT command -> PV put -> status published latency (p50/p99).
 
-    .venv/bin/python bench/caen_bench.py [--modules 500] [--samples 300] [--steady-s 20]
+The simulated crate refreshes a rotating share of its channels every model step (``--tick``, default 20 ms:
+the 2,000 updates/s arrive as a stream of ~40-update bursts). ``--tick 0.1`` is the stress variant: the same
+rate in 200-update bursts every 100 ms, whose processing (simulator, caen-fsm and broker on the same two
+cores) delays whatever command lands in one. ``--pin`` puts the simulator on CPU 0 and caen-fsm on CPU 1, a
+stand-in for a crate that is separate hardware.
+
+    .venv/bin/python bench/caen_bench.py [--modules 500] [--samples 1000] [--steady-s 20] [--tick 0.02] [--pin]
 
 Writes bench/results/caen_bench.json.
 """
@@ -66,16 +72,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def _sim_preexec(args: argparse.Namespace) -> None:
+    if args.sim_nice:
+        os.nice(args.sim_nice)
+    if args.pin:
+        os.sched_setaffinity(0, {0})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modules", type=int, default=500)
-    ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--steady-s", type=float, default=20.0)
+    ap.add_argument("--tick", type=float, default=0.02, help="simulated crate's model step in seconds")
+    ap.add_argument(
+        "--pin", action="store_true",
+        help="simulated crate on CPU 0, caen-fsm on CPU 1 (a stand-in for the crate being separate hardware)",
+    )  # fmt: skip
     ap.add_argument(
         "--sim-nice", type=int, default=0,
         help="run the simulated crate at this nice level (it stands in for separate hardware)",
     )  # fmt: skip
     args = ap.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        ap.error("--pin needs two CPUs")
 
     from trackerdcs.client import DcsClient
 
@@ -93,6 +113,8 @@ def main() -> int:
         "channels": 2 * args.modules,
         "modules": args.modules,
         "sim_nice": args.sim_nice,
+        "sim_tick_s": args.tick,
+        "pinned": args.pin,
     }
     try:
         sim = subprocess.Popen(
@@ -105,7 +127,7 @@ def main() -> int:
                 "--interface",
                 "127.0.0.1",
                 "--tick",
-                "0.1",
+                str(args.tick),
                 "--noise-hz",
                 "1",
                 "--noise-v",
@@ -117,7 +139,7 @@ def main() -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            preexec_fn=(lambda: os.nice(args.sim_nice)) if args.sim_nice else None,
+            preexec_fn=lambda: _sim_preexec(args),
         )
         procs.append(sim)
         line = ""
@@ -134,6 +156,7 @@ def main() -> int:
             env = {**os.environ, **CA_ENV, **broker.env("caen"), "DCS_MQTT_CLIENT_ID": "caen-bench"}
             svc = subprocess.Popen(
                 [str(BIN / "caen-fsm"), "--config", str(cfg_path)],
+                preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if args.pin else None,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=open(work / "caen-fsm.log", "wb"),  # noqa: SIM115
@@ -155,11 +178,15 @@ def main() -> int:
             # steady state: 1 Hz noise on every VMon/IMon
             time.sleep(3.0)
             proc = psutil.Process(svc.pid)
-            proc.cpu_percent(None)
+            others = {"sim": psutil.Process(sim.pid), "broker": psutil.Process(broker.proc.pid)}
+            for p in (proc, *others.values()):
+                p.cpu_percent(None)
             msgs = []
             op.watch("caen/status/#", lambda m: msgs.append(1))
             time.sleep(args.steady_s)
             cpu = proc.cpu_percent(None)
+            for name, p in others.items():
+                results[f"steady_{name}_cpu_percent_one_core"] = round(p.cpu_percent(None), 1)
             rss = proc.memory_info().rss / 1e6
             health = json.loads(op.latest("caen/health")["caen/health"].payload)
             results["steady_cpu_percent_one_core"] = round(cpu, 1)
@@ -168,7 +195,9 @@ def main() -> int:
             results["steady_ca_updates_total"] = health.get("ca_updates")
             print(
                 f"steady state ({args.steady_s:.0f} s, 1 Hz updates on all {2 * args.modules} channels): "
-                f"CPU {cpu:.1f} % of one core, RSS {rss:.0f} MB, {len(msgs) / args.steady_s:.0f} status msgs/s"
+                f"CPU {cpu:.1f} % of one core, RSS {rss:.0f} MB, {len(msgs) / args.steady_s:.0f} status msgs/s "
+                f"(simulator {results['steady_sim_cpu_percent_one_core']} %, "
+                f"broker {results['steady_broker_cpu_percent_one_core']} %)"
             )
 
             # latency: set V0Set -> PV changed (CA monitor here) -> channel status published with the new v0set

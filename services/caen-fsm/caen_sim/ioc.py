@@ -47,6 +47,7 @@ class CrateIoc:
         for (slot, ch), channel in self.crate.channels.items():
             self.records[(slot, ch)] = self._channel_records(slot, ch, channel)
             self._pushed[(slot, ch)] = {p: getattr(channel, p) for p in READBACKS}
+            self._pushed[(slot, ch)]["Temp"] = round(channel.Temp, 1)
         builder.boolOut(
             "ClearAlarm", ZNAM="No", ONAM="Yes", initial_value=0, always_update=True, on_update=self._clear_alarm
         )
@@ -141,7 +142,8 @@ class CrateIoc:
                 recs[param].set(value)  # processing posts the monitor (Pw: on_update is a no-op then)
         if channel.kind == "lv":
             temp = round(channel.Temp, 1)
-            if recs["Temp"].get() != temp:
+            if pushed["Temp"] != temp:
+                pushed["Temp"] = temp
                 recs["Temp"].set(temp)
 
     async def run(self) -> None:

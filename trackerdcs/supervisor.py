@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
+import queue
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -107,25 +108,49 @@ class Supervisor:
         self.running.clear()
 
 
+def read_lines_until(proc: subprocess.Popen[str], marker: str, timeout: float, *, drain: bool = False) -> list[str]:
+    """Read ``proc``'s text stdout line by line up to and including the first line containing ``marker``.
+
+    The lines are read on a helper thread (no select() on a buffered stream, which misses lines that
+    arrived in one burst), so a silent child cannot block the caller past ``timeout``. With ``drain`` the
+    helper keeps reading (and dropping) everything after the marker, so a chatty child never fills the pipe.
+    Raises RuntimeError with the output so far if the process closes its stdout or ``timeout`` passes first."""
+    stream = proc.stdout
+    assert stream is not None
+    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def pump() -> None:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: the pipe was closed under us
+            for line in stream:
+                lines.put(line)
+                if marker in line:
+                    if drain:
+                        for _ in stream:
+                            pass
+                    return
+        lines.put(None)
+
+    threading.Thread(target=pump, name="read-until", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {''.join(seen)[-2000:]}")
+
+
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
     """Read ``proc``'s text stdout until a line containing ``marker``; return that line.
 
-    Raises RuntimeError (with the last output) if the process exits or ``timeout`` passes first."""
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    seen = ""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen += line
-            if marker in line:
-                return line
-        if proc.poll() is not None:
-            break
-    raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {seen[-2000:]}")
+    Raises RuntimeError (with the last output) if the process closes its stdout or ``timeout`` passes first."""
+    return read_lines_until(proc, marker, timeout)[-1]
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from test_grafana import alert_queries, dashboard_queries, expand_macros
 from trackerdcs.client import DcsClient, Message
 from trackerdcs.config import MqttSettings, load_yaml
 from trackerdcs.localbroker import REPO, free_port
+from trackerdcs.supervisor import read_lines_until
 
 DCS_SIM = Path(sys.executable).with_name("dcs-sim")
 DB = "e2e"  # its own database: test_grafana.py fills another one with hand-made samples
@@ -55,19 +55,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
          "--run-seconds", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
     )  # fmt: skip
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops the stack" in line:
-            break
+    try:
+        lines = read_lines_until(proc, "Ctrl-C stops the stack", timeout=120, drain=True)
+    except RuntimeError as exc:
+        proc.kill()
+        pytest.fail(f"dcs-sim with Node-RED did not come up: {exc}")
     if not any("Operator UI" in line for line in lines):
         proc.kill()
         pytest.fail("dcs-sim with Node-RED did not come up:\n" + "".join(lines))
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep the pipe drained
     s = Stack(proc, var)
     s.dcs.connect()
     s.dcs.watch("#", s.captured.append)

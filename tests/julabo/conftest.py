@@ -17,6 +17,7 @@ from julabo_sim import control_client
 
 from trackerdcs.client import DcsClient
 from trackerdcs.localbroker import LocalBroker
+from trackerdcs.supervisor import read_until
 
 BIN = Path(sys.executable).parent
 
@@ -32,10 +33,11 @@ class SimProcess:
             text=True,
             start_new_session=True,
         )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("READY "):
+        try:
+            line = read_until(self.proc, "READY ", timeout=15)
+        except RuntimeError as exc:
             self.stop()
-            raise RuntimeError(f"julabo-sim did not start: {line!r}")
+            raise RuntimeError(f"julabo-sim did not start: {exc}") from None
         self.endpoints = json.loads(line[6:])
 
     @property

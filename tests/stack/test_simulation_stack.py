@@ -17,6 +17,7 @@ import pytest
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings, load_yaml
 from trackerdcs.localbroker import free_port
+from trackerdcs.supervisor import read_lines_until
 
 DCS_SIM = Path(sys.executable).with_name("dcs-sim")
 
@@ -29,16 +30,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         [str(DCS_SIM), "--var", str(var), "--mqtt-port", str(port), "--no-node-red", "--run-seconds", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
     )  # fmt: skip
-    banner = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        banner.append(line)
-        if "Ctrl-C stops the stack" in line:
-            break
-    if proc.poll() is not None or not any("stack is up" in line for line in banner):
+    try:
+        banner = read_lines_until(proc, "Ctrl-C stops the stack", timeout=90, drain=True)
+    except RuntimeError as exc:
+        proc.kill()
+        pytest.fail(f"dcs-sim did not come up: {exc}")
+    if not any("stack is up" in line for line in banner):
         proc.kill()
         pytest.fail("dcs-sim did not come up:\n" + "".join(banner))
     yield proc, var, "".join(banner)

@@ -36,15 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trackerdcs.localbroker import LocalBroker, free_port  # noqa: E402
+from trackerdcs.localca import loopback_ca_env  # noqa: E402
 
 CA_PORT = free_port()
-CA_ENV = {
-    "EPICS_CA_SERVER_PORT": str(CA_PORT),
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CA_ADDR_LIST": f"127.0.0.1:{CA_PORT}",
-    "EPICS_CA_MAX_ARRAY_BYTES": "100000",
-}
+CA_ENV = loopback_ca_env(CA_PORT)
 os.environ.update(CA_ENV)
 BIN = Path(sys.executable).parent
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker
+from trackerdcs.localbroker import LocalBroker, free_port
+from trackerdcs.supervisor import read_lines_until, stop_process
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+DCS_SIM = Path(sys.executable).with_name("dcs-sim")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,29 @@ def artifacts() -> Path:
     """Folder for files tests leave for people to look at (screenshots, captured payloads)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def sim_stack_launcher() -> Callable[..., Any]:
+    """``with sim_stack_launcher(var, *args, timeout=s, expect=text) as (proc, banner):`` runs the whole
+    simulation stack (``dcs-sim``, runs of 3 s) on free ports, waits for its banner and stops it on exit."""
+
+    @contextlib.contextmanager
+    def launch(var: Path, *args: str, timeout: float, expect: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+        argv = [str(DCS_SIM), "--var", str(var), "--mqtt-port", str(free_port()), "--run-seconds", "3", *args]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            try:
+                banner = "".join(read_lines_until(proc, "Ctrl-C stops the stack", timeout, drain=True))
+            except RuntimeError as exc:
+                pytest.fail(f"dcs-sim did not come up: {exc}")
+            if expect not in banner:
+                pytest.fail(f"dcs-sim did not come up ({expect!r} missing):\n{banner}")
+            yield proc, banner
+        finally:
+            stop_process(proc, timeout=60)
+
+    return launch
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

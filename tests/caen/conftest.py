@@ -19,17 +19,11 @@ import pytest
 import yaml
 
 from trackerdcs.localbroker import LocalBroker, free_port
+from trackerdcs.localca import loopback_ca_env
 from trackerdcs.supervisor import read_until
 
 CA_PORT = free_port()
-CA_ENV = {
-    "EPICS_CA_SERVER_PORT": str(CA_PORT),
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CA_ADDR_LIST": f"127.0.0.1:{CA_PORT}",
-    "EPICS_CA_CONN_TMO": "2",
-    "EPICS_CA_MAX_SEARCH_PERIOD": "60",
-}
+CA_ENV = loopback_ca_env(CA_PORT)
 os.environ.update(CA_ENV)  # before pyepics is imported anywhere in this process
 
 BIN = Path(sys.executable).parent

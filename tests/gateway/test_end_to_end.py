@@ -10,10 +10,7 @@ and test_grafana.py, but on messages captured from this running stack instead of
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +22,7 @@ from test_grafana import alert_queries, dashboard_queries, expand_macros
 from trackerdcs.client import DcsClient, Message
 from trackerdcs.config import MqttSettings, load_yaml
 from trackerdcs.localbroker import REPO, free_port
-from trackerdcs.supervisor import read_lines_until
 
-DCS_SIM = Path(sys.executable).with_name("dcs-sim")
 DB = "e2e"  # its own database: test_grafana.py fills another one with hand-made samples
 BATH_LIMIT = 25.0  # INTERLOCK_BATH_TEMP_MAX default of node-red/settings.js
 
@@ -48,28 +43,15 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+def stack(tmp_path_factory: pytest.TempPathFactory, sim_stack_launcher):
     var = tmp_path_factory.mktemp("e2e")
-    proc = subprocess.Popen(
-        [str(DCS_SIM), "--var", str(var), "--mqtt-port", str(free_port()), "--node-red-port", str(free_port()),
-         "--run-seconds", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
-    )  # fmt: skip
-    try:
-        lines = read_lines_until(proc, "Ctrl-C stops the stack", timeout=120, drain=True)
-    except RuntimeError as exc:
-        proc.kill()
-        pytest.fail(f"dcs-sim with Node-RED did not come up: {exc}")
-    if not any("Operator UI" in line for line in lines):
-        proc.kill()
-        pytest.fail("dcs-sim with Node-RED did not come up:\n" + "".join(lines))
-    s = Stack(proc, var)
-    s.dcs.connect()
-    s.dcs.watch("#", s.captured.append)
-    yield s
-    s.dcs.close()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+    node_red = ("--node-red-port", str(free_port()))
+    with sim_stack_launcher(var, *node_red, timeout=120, expect="Operator UI") as (proc, _):
+        s = Stack(proc, var)
+        s.dcs.connect()
+        s.dcs.watch("#", s.captured.append)
+        yield s
+        s.dcs.close()
 
 
 def states(dcs: DcsClient, kind: str = "module") -> dict[str, str]:

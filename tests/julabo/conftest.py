@@ -19,6 +19,8 @@ from trackerdcs.client import DcsClient
 from trackerdcs.localbroker import LocalBroker
 from trackerdcs.supervisor import read_until
 
+from .service_config import julabo_config
+
 BIN = Path(sys.executable).parent
 
 
@@ -81,22 +83,6 @@ def make_sim() -> Iterator:
     yield make
     for sim in sims:
         sim.stop()
-
-
-def julabo_config(connection: str, **overrides: object) -> dict:
-    section = {
-        "connection": connection,
-        "model": "hightech",
-        "limits": {"setpoint_min": -30.0, "setpoint_max": 40.0},
-        "pacing_s": 0.25,
-        "poll_interval_s": 0.5,
-        "reply_timeout_s": 0.3,
-        "max_missed": 3,
-        "reconnect_min_s": 0.3,
-        "reconnect_max_s": 1.0,
-        **overrides,
-    }
-    return {"julabo": section}
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import yaml
 
 from trackerdcs.client import CommandFailed
 
-from .conftest import BIN, julabo_config, wait_event, wait_status
+from .conftest import BIN, wait_event, wait_status
+from .service_config import julabo_config
 
 
 @pytest.mark.timeout(60)

@@ -28,9 +28,11 @@ from typing import Any
 
 import psutil
 import yaml
+from julabo.service_config import julabo_config
 from julabo_sim import control_client
 
 from trackerdcs.localbroker import LocalBroker, free_port, wait_port
+from trackerdcs.localca import loopback_ca_env
 from trackerdcs.supervisor import read_until
 
 BIN = Path(sys.executable).parent
@@ -92,15 +94,7 @@ class Stand:
     def __post_init__(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         self.ca_port = free_port()
-        self.ca_env = {
-            "EPICS_CA_SERVER_PORT": str(self.ca_port),
-            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-            "EPICS_CA_AUTO_ADDR_LIST": "NO",
-            "EPICS_CA_ADDR_LIST": f"127.0.0.1:{self.ca_port}",
-            "EPICS_CA_CONN_TMO": "2",
-            "EPICS_CA_MAX_SEARCH_PERIOD": "60",
-            "EPICS_CA_MAX_ARRAY_BYTES": "100000",
-        }
+        self.ca_env = loopback_ca_env(self.ca_port)
         self.caen_yml = self.work / "caen.yml"
         self.caen_yml.write_text(yaml.safe_dump(caen_config(self.modules)))
         self.ph2acf_workdir = self.work / "ph2acf-run"
@@ -182,19 +176,7 @@ class Stand:
         self._spawn("caen-fsm", argv, {**self.ca_env, **self._mqtt_env("caen")})
 
     def start_julabo(self) -> None:
-        cfg = {
-            "julabo": {
-                "connection": f"socket://127.0.0.1:{self.julabo_endpoints['tcp_port']}",
-                "model": "hightech",
-                "limits": {"setpoint_min": -30.0, "setpoint_max": 40.0},
-                "pacing_s": 0.25,
-                "poll_interval_s": 0.5,
-                "reply_timeout_s": 0.3,
-                "max_missed": 3,
-                "reconnect_min_s": 0.3,
-                "reconnect_max_s": 1.0,
-            }
-        }
+        cfg = julabo_config(f"socket://127.0.0.1:{self.julabo_endpoints['tcp_port']}")
         path = self.work / "julabo.yml"
         path.write_text(yaml.safe_dump(cfg))
         self._spawn("julabo-fsm", [str(BIN / "julabo-fsm"), "--config", str(path)], self._mqtt_env("julabo"))

@@ -5,10 +5,8 @@ This runs ``dcs-sim`` exactly as ``scripts/sim.sh`` does (after setup), on free 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,32 +14,13 @@ import pytest
 
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings, load_yaml
-from trackerdcs.localbroker import free_port
-from trackerdcs.supervisor import read_lines_until
-
-DCS_SIM = Path(sys.executable).with_name("dcs-sim")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+def stack(tmp_path_factory: pytest.TempPathFactory, sim_stack_launcher):
     var = tmp_path_factory.mktemp("sim")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(DCS_SIM), "--var", str(var), "--mqtt-port", str(port), "--no-node-red", "--run-seconds", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
-    )  # fmt: skip
-    try:
-        banner = read_lines_until(proc, "Ctrl-C stops the stack", timeout=90, drain=True)
-    except RuntimeError as exc:
-        proc.kill()
-        pytest.fail(f"dcs-sim did not come up: {exc}")
-    if not any("stack is up" in line for line in banner):
-        proc.kill()
-        pytest.fail("dcs-sim did not come up:\n" + "".join(banner))
-    yield proc, var, "".join(banner)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+    with sim_stack_launcher(var, "--no-node-red", timeout=90, expect="stack is up") as (proc, banner):
+        yield proc, var, banner
 
 
 def operator(var: Path) -> DcsClient:

@@ -133,17 +133,19 @@ def read_lines_until(proc: subprocess.Popen[str], marker: str, timeout: float, *
     threading.Thread(target=pump, name="read-until", daemon=True).start()
     deadline = time.monotonic() + timeout
     seen: list[str] = []
+    why = f"not seen within {timeout} s"
     while (remaining := deadline - time.monotonic()) > 0:
         try:
             line = lines.get(timeout=remaining)
         except queue.Empty:
             break
         if line is None:
+            why = "not seen before the output ended"
             break
         seen.append(line)
         if marker in line:
             return seen
-    raise RuntimeError(f"{marker!r} not seen within {timeout} s; output: {''.join(seen)[-2000:]}")
+    raise RuntimeError(f"{marker!r} {why}; output: {''.join(seen)[-2000:]}")
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:

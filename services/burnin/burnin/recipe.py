@@ -182,8 +182,10 @@ class Recipe:
 
     def plan_lines(self) -> list[str]:
         """The expanded steps, one line each, then the total."""
-        lines = [f"recipe {self.name}: {len(self.steps)} steps, {self.cycles} thermal cycle(s), "
-                 f"modules {','.join(self.modules)}"]  # fmt: skip
+        lines = [
+            f"recipe {self.name}: {len(self.steps)} steps, {self.cycles} thermal cycle(s), "
+            f"modules {','.join(self.modules)}"
+        ]
         at = 0.0
         for s in self.steps:
             lines.append(
@@ -248,8 +250,12 @@ _STEP_FIELDS: dict[StepKind, set[str]] = {
     StepKind.USE: {"block"},
 }
 _TEMPERATURE_DEFAULTS = {
-    "tolerance": 1.0, "stable_for": 60.0, "timeout": 7200.0, "approach_offset": 0.0, "hold_offset": 0.0,
-}  # fmt: skip
+    "tolerance": 1.0,
+    "stable_for": 60.0,
+    "timeout": 7200.0,
+    "approach_offset": 0.0,
+    "hold_offset": 0.0,
+}
 _TIMEOUT_DEFAULTS = {StepKind.POWER: 300.0, StepKind.CHILLER: 60.0, StepKind.CALIBRATION: 3600.0}
 
 
@@ -272,8 +278,12 @@ def load_recipe(text: str, settings: BurninSettings, modules: Sequence[str] | No
             ctx.problem("burn-in", "modules", f"unknown module {m!r}; the stand has {', '.join(settings.modules)}")
     unknown = sorted(set(map(str, raw)) - {"name", "description", "defaults", "iv_profiles", "blocks", "steps"})
     if unknown:
-        ctx.problem("recipe", None, f"unknown top-level key(s) {', '.join(unknown)} "
-                    "(known: name, description, defaults, iv_profiles, blocks, steps)")  # fmt: skip
+        ctx.problem(
+            "recipe",
+            None,
+            f"unknown top-level key(s) {', '.join(unknown)} "
+            "(known: name, description, defaults, iv_profiles, blocks, steps)",
+        )
     if not isinstance(raw.get("name"), str) or not _NAME.match(raw["name"]):
         ctx.problem("recipe", "name", "a name of 1-64 letters, digits, '_', '.', '-' is required")
     defaults = raw.get("defaults") or {}
@@ -356,8 +366,11 @@ def _parse_profile(ctx: _Ctx, body: Any, where: str) -> IvProfile | None:
             continue
         for v in (v0, v1):
             if v * polarity < 0:
-                ctx.problem(where, f, f"{v:g} V has the wrong sign: this stand's bias is "
-                            f"{'negative' if polarity < 0 else 'positive'}")  # fmt: skip
+                ctx.problem(
+                    where,
+                    f,
+                    f"{v:g} V has the wrong sign: this stand's bias is {'negative' if polarity < 0 else 'positive'}",
+                )
                 ok = False
         n = round(abs(v1 - v0) / step)
         if n > 1000 or abs(n * step - abs(v1 - v0)) > 1e-6:
@@ -405,8 +418,12 @@ def _step_kind(ctx: _Ctx, raw: Any, where: str) -> tuple[StepKind, Mapping[str, 
         return None
     kinds = [k for k in raw if k != "name"]
     if len(kinds) != 1:
-        ctx.problem(where, None, f"a step has exactly one kind ({', '.join(k.value for k in StepKind)}), "
-                    f"got {', '.join(map(str, kinds)) or 'none'}")  # fmt: skip
+        ctx.problem(
+            where,
+            None,
+            f"a step has exactly one kind ({', '.join(k.value for k in StepKind)}), "
+            f"got {', '.join(map(str, kinds)) or 'none'}",
+        )
         return None
     key = str(kinds[0])
     try:
@@ -493,9 +510,15 @@ def _default_name(kind: StepKind, params: Mapping[str, Any]) -> str:
 
 
 def _number_field(
-    ctx: _Ctx, body: Mapping[str, Any], key: str, where: str, default: float | None, *, duration: bool = False,
+    ctx: _Ctx,
+    body: Mapping[str, Any],
+    key: str,
+    where: str,
+    default: float | None,
+    *,
+    duration: bool = False,
     minimum: float | None = None,
-) -> float | None:  # fmt: skip
+) -> float | None:
     if key not in body:
         if default is None:
             ctx.problem(where, key, "missing (required)")
@@ -557,21 +580,32 @@ def _step_params(ctx: _Ctx, kind: StepKind, body: dict[str, Any], where: str) ->
         for key, default in _TEMPERATURE_DEFAULTS.items():
             dur = key in ("stable_for", "timeout")
             params[key] = _number_field(
-                ctx, body, key, where, float(defaults.get(key, default)) if not dur else
-                parse_duration(defaults.get(key, default)), duration=dur,
+                ctx,
+                body,
+                key,
+                where,
+                float(defaults.get(key, default)) if not dur else parse_duration(defaults.get(key, default)),
+                duration=dur,
                 minimum=0.0 if key in ("tolerance", "stable_for") else (1.0 if key == "timeout" else None),
-            )  # fmt: skip
+            )
         if target is not None:
             if not lim.target_min <= target <= lim.target_max:
-                ctx.problem(where, "target", f"{target:g} C is outside the stand's limits "
-                            f"[{lim.target_min:g}, {lim.target_max:g}] C")  # fmt: skip
+                ctx.problem(
+                    where,
+                    "target",
+                    f"{target:g} C is outside the stand's limits [{lim.target_min:g}, {lim.target_max:g}] C",
+                )
             for off in ("approach_offset", "hold_offset"):
                 if params[off] is None:
                     continue
                 sp = target + params[off]
                 if not lim.setpoint_min <= sp <= lim.setpoint_max:
-                    ctx.problem(where, off, f"the chiller setpoint {sp:g} C (target {target:g} + {params[off]:g}) is "
-                                f"outside the setpoint limits [{lim.setpoint_min:g}, {lim.setpoint_max:g}] C")  # fmt: skip
+                    ctx.problem(
+                        where,
+                        off,
+                        f"the chiller setpoint {sp:g} C (target {target:g} + {params[off]:g}) is "
+                        f"outside the setpoint limits [{lim.setpoint_min:g}, {lim.setpoint_max:g}] C",
+                    )
         if params.get("tolerance") == 0:
             ctx.problem(where, "tolerance", "must be above 0 K")
     elif kind == StepKind.WAIT:
@@ -594,8 +628,11 @@ def _step_params(ctx: _Ctx, kind: StepKind, body: dict[str, Any], where: str) ->
             for m in modules:
                 spec = ctx.settings.modules.get(m)
                 if spec is not None and peak > spec.hv_limit_v:
-                    ctx.problem(where, "profile", f"the scan goes to {peak:g} V but module {m}'s HV channel is "
-                                f"limited to {spec.hv_limit_v:g} V")  # fmt: skip
+                    ctx.problem(
+                        where,
+                        "profile",
+                        f"the scan goes to {peak:g} V but module {m}'s HV channel is limited to {spec.hv_limit_v:g} V",
+                    )
     elif kind == StepKind.CALIBRATION:
         cal = body.get("calibration")
         if not isinstance(cal, str) or not _NAME.match(cal):
@@ -648,7 +685,7 @@ def _check_power_sequence(ctx: _Ctx) -> None:
                 if bad:
                     ctx.problem(where, "action", f"LV off before HV off ({', '.join(bad)}): switch HV off first")
                 for m in mods:
-                    lv[m] = False
+                    lv[m] = hv[m] = False  # reported once, not again in every later repeat
             elif action == PowerAction.LV_ON:
                 for m in mods:
                     lv[m] = True
@@ -661,8 +698,11 @@ def _check_power_sequence(ctx: _Ctx) -> None:
             if no_lv:
                 ctx.problem(where, "modules", f"IV scan where LV is off ({', '.join(no_lv)}): switch LV on first")
             if hv_on:
-                ctx.problem(where, "modules", f"IV scan where HV is on ({', '.join(hv_on)}): switch HV off first "
-                            "(the scan starts from 0 V)")  # fmt: skip
+                ctx.problem(
+                    where,
+                    "modules",
+                    f"IV scan where HV is on ({', '.join(hv_on)}): switch HV off first (the scan starts from 0 V)",
+                )
         elif kind == StepKind.CALIBRATION:
             no_lv = [m for m in mods if not lv[m]]
             if no_lv:

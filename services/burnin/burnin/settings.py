@@ -112,18 +112,39 @@ def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
 def _known(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(allowed))})")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(allowed))})"
+        )
 
 
 def parse_settings(raw: Mapping[str, Any]) -> BurninSettings:
     """Build :class:`BurninSettings` from the YAML mapping; ConfigError names the offending entry."""
     _known(
         raw,
-        {"mqtt", "modules", "limits", "estimates", "roots", "root", "stand", "humidity_sensors", "safe_temperature",
-         "stale_s", "require_interlock", "retries", "retry_interval_s", "setpoint_step_k", "state_dir",
-         "archive_dir", "spool_dir", "recipes_dir", "mongo", "time_scale"},
+        {
+            "mqtt",
+            "modules",
+            "limits",
+            "estimates",
+            "roots",
+            "root",
+            "stand",
+            "humidity_sensors",
+            "safe_temperature",
+            "stale_s",
+            "require_interlock",
+            "retries",
+            "retry_interval_s",
+            "setpoint_step_k",
+            "state_dir",
+            "archive_dir",
+            "spool_dir",
+            "recipes_dir",
+            "mongo",
+            "time_scale",
+        },
         "config",
-    )  # fmt: skip
+    )
     mods_raw = raw.get("modules")
     if isinstance(mods_raw, list):
         mods_raw = {str(m): {} for m in mods_raw}

@@ -307,14 +307,25 @@ class IvRunner(Runner):
     def __init__(self, step: Step) -> None:
         super().__init__(step)
         self.scan: IvScan | None = None
+        self.preparing = False
         self.n = 0
         self.keys: list[str] = []
 
     def begin(self, ctx: StepContext, now: float) -> Progress:
         w, mods = ctx.world, self.step.modules
-        bad = [f"{m} ({w.module_state(m)})" for m in mods if w.module_state(m) != "LV_ON"]
+        bad = [f"{m} ({w.module_state(m)})" for m in mods if w.module_state(m) not in LV_IS_ON]
         if bad:
-            return Progress(Verdict.WAIT_OPERATOR, f"IV scan needs LV on and HV off: {', '.join(bad)}")
+            return Progress(Verdict.WAIT_OPERATOR, f"IV scan needs LV on: {', '.join(bad)}")
+        hv_on = [m for m in mods if w.module_state(m) != "LV_ON"]
+        if hv_on:  # a scan interrupted by a pause or a restart left HV on: switch it off, then start from 0 V
+            ctx.send(Command("caen", "hv_off", {"modules": hv_on}, key="pre_off"))
+            self.preparing = True
+            return Progress(message=f"IV scan: switching HV off first ({', '.join(hv_on)})")
+        return self._start(ctx, now)
+
+    def _start(self, ctx: StepContext, now: float) -> Progress:
+        w, mods = ctx.world, self.step.modules
+        self.preparing = False
         prof = self.step.params["profile"]
         comp = self.step.params.get("compliance_ua") or prof.compliance_ua
         s = ctx.settings
@@ -335,6 +346,18 @@ class IvRunner(Runner):
             ctx.send(Command(c.service, c.name, c.args, key=key))
 
     def run(self, ctx: StepContext, now: float) -> Progress:
+        if self.preparing:
+            failed = self._failed(ctx, "pre_off")
+            if failed:
+                return failed
+            states = [ctx.world.module_state(m) for m in self.step.modules]
+            if ctx.sent("pre_off")[0] == "ok" and all(st == "LV_ON" for st in states):
+                return self._start(ctx, now)
+            if any(st not in LV_IS_ON for st in states):
+                return Progress(Verdict.WAIT_OPERATOR, f"IV scan needs LV on: module states {states}")
+            if now - (self.started or now) > 900.0:
+                return Progress(Verdict.ABORT, "HV did not go off before the IV scan within 900 s")
+            return Progress(message="IV scan: waiting for HV off")
         assert self.scan is not None
         for key in self.keys:
             failed = self._failed(ctx, key)

@@ -1,0 +1,253 @@
+"""The sequencer's engine: gates, holds, abort to the safe state, pause/resume, journal and resume after a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from burnin.engine import Engine, Refused, State
+from burnin.journal import Journal, replay
+from burnin.recipe import load_recipe
+from burnin.settings import parse_settings
+
+from .stand import Stand, pump, run
+
+SETTINGS = parse_settings(
+    {
+        "modules": {"module_0": {"compliance_ua": 5}, "module_1": {"compliance_ua": 5}},
+        "limits": {"dewpoint_margin_k": 5},
+        "retry_interval_s": 1,
+        "safe_temperature": 20,
+    }
+)
+
+SHORT = """
+name: t
+defaults: {temperature: {sensor: bath, tolerance: 0.5, stable_for: 5, timeout: 1h}}
+iv_profiles:
+  p: {segments: [{from: 0, to: -100, step: 20}, {from: -100, to: -200, step: 25}], settle: 1, ramp: 50}
+steps:
+  - chiller: start
+  - temperature: {target: 18, name: warm}
+  - power: lv_on
+  - iv_scan: {profile: p, name: iv}
+  - power: hv_on
+  - wait: {duration: 20, name: hold}
+  - calibration: {calibration: pixelalive, name: test}
+  - power: hv_off
+  - power: lv_off
+"""
+
+
+def started(text: str = SHORT, stand: Stand | None = None) -> tuple[Engine, Stand]:
+    stand = stand or Stand()
+    eng = Engine(SETTINGS)
+    eng.start(load_recipe(text, SETTINGS), "bi-1", "alice", "", stand.now, stand.world())
+    pump(eng, stand)
+    return eng, stand
+
+
+def test_short_recipe_runs_to_done_with_iv_and_calibration_results():
+    eng, stand = started()
+    run(eng, stand, 600, until=lambda: eng.state == State.DONE)
+    assert eng.state == State.DONE, eng.status()
+    assert [h.outcome for h in eng.history] == ["done"] * 9
+    iv = eng.results["iv_scan"][0]["modules"]
+    assert {m: r["outcome"] for m, r in iv.items()} == {"module_0": "done", "module_1": "done"}
+    pts = iv["module_0"]["points"]
+    assert [p["set_v"] for p in pts] == [0, -20, -40, -60, -80, -100, -125, -150, -175, -200]
+    assert all(abs(p["vmon"] - p["set_v"]) <= 2.0 and p["imon"] <= 0 for p in pts)
+    # the scan restored the operating V0Set it found (caen-fsm remembers set values for later switch-ons)
+    assert stand.modules["module_0"].v0set == 300.0
+    assert eng.results["calibration"][0]["outcome"] == "done"
+    assert all(not m.lv and not m.hv_on for m in stand.modules.values())
+
+
+def test_breakdown_stops_only_that_module_and_ramps_it_down():
+    stand = Stand()
+    stand.modules["module_1"].breakdown_v = 110.0
+    eng, stand = started(stand=stand)
+    run(eng, stand, 600, until=lambda: bool(eng.results["iv_scan"]))
+    iv = eng.results["iv_scan"][0]["modules"]
+    assert iv["module_0"]["outcome"] == "done" and len(iv["module_0"]["points"]) == 10
+    assert iv["module_1"]["outcome"] == "breakdown", iv["module_1"]["reason"]
+    assert iv["module_1"]["points"][-1]["set_v"] == -125
+    # module_1 was ramped to 0 V and switched off long before module_0 finished
+    m1_off = [i for i, c in enumerate(stand.log) if c.name == "hv_off" and c.args.get("modules") == ["module_1"]]
+    m0_off = [i for i, c in enumerate(stand.log) if c.name == "hv_off" and c.args.get("modules") == ["module_0"]]
+    assert m1_off and m0_off and m1_off[0] < m0_off[0]
+    ramp = [c for c in stand.log[: m1_off[0]] if c.args.get("module") == "module_1" and c.args.get("value") == 0.0]
+    assert ramp, "module_1 was not ramped down before HV off"
+
+
+def test_compliance_stops_a_module():
+    settings = parse_settings({"modules": {"module_0": {"compliance_ua": 0.05}, "module_1": {}}})
+    stand = Stand()
+    eng = Engine(settings)
+    eng.start(load_recipe(SHORT, settings), "bi-2", "bob", "", 0.0, stand.world())
+    run(eng, stand, 600, until=lambda: bool(eng.results["iv_scan"]))
+    iv = eng.results["iv_scan"][0]["modules"]
+    assert iv["module_0"]["outcome"] == "compliance" and iv["module_1"]["outcome"] == "done"
+
+
+def test_lv_on_holds_until_the_chiller_runs_and_waits_for_the_operator():
+    text = "name: t\nsteps:\n  - power: lv_on\n  - wait: 5\n"
+    eng, stand = started(text)
+    run(eng, stand, 5)
+    assert eng.state == State.HOLDING and "chiller is not running" in eng.message
+    assert not any(m.lv for m in stand.modules.values())
+    stand.chiller = "RUNNING"
+    run(eng, stand, 5)
+    assert eng.state == State.HOLDING, "an operator hold must not continue by itself"
+    eng.resume(stand.now, stand.world(), "alice")
+    run(eng, stand, 30, until=lambda: eng.state == State.DONE)
+    assert eng.state == State.DONE and all(m.lv for m in stand.modules.values())
+
+
+def test_cold_target_is_approached_in_steps_above_the_dew_point_and_goes_on_by_itself():
+    text = (
+        "name: t\nsteps:\n  - chiller: start\n"
+        "  - temperature: {target: -20, sensor: bath, stable_for: 5, tolerance: 1}\n"
+    )
+    stand = Stand(rh=40.0)  # dew point ~ 6 C at 20 C air: floor ~ 11 C
+    eng, stand = started(text, stand)
+    run(eng, stand, 120)
+    assert eng.state == State.HOLDING and eng.status()["hold_auto"] is True
+    assert "waiting for dry air" in eng.message
+    setpoints = [c.args["value"] for c in stand.log if c.name == "set_setpoint"]
+    assert min(setpoints) >= 11.0
+    for rh in (20.0, 10.0, 3.0, 1.0):  # the air dries
+        stand.rh = rh
+        run(eng, stand, 60)
+        floor = SETTINGS.limits.dewpoint_margin_k + _dew(20.0, rh)
+        assert stand.setpoint >= floor - 0.05
+    run(eng, stand, 300, until=lambda: eng.state == State.DONE)
+    assert eng.state == State.DONE
+    setpoints = [c.args["value"] for c in stand.log if c.name == "set_setpoint"]
+    assert setpoints == sorted(setpoints, reverse=True), "the setpoint only steps down as the air dries"
+
+
+def _dew(t: float, rh: float) -> float:
+    from burnin.world import dew_point
+
+    return dew_point(t, rh)
+
+
+def test_interlock_trip_aborts_to_the_safe_state_and_never_resumes():
+    eng, stand = started()
+    run(eng, stand, 600, until=lambda: eng.status()["step_name"] == "hold")
+    assert all(m.hv_on for m in stand.modules.values())
+    stand.interlock = "TRIPPED"
+    run(eng, stand, 120, until=lambda: eng.state == State.ABORTED)
+    assert eng.state == State.ABORTED and "interlock TRIPPED" in eng.abort_reason
+    assert all(not m.lv and not m.hv_on for m in stand.modules.values())
+    assert stand.setpoint == 20
+    names = [c.name for c in stand.log]
+    assert names.index("lv_off", names.index("hv_off", len(names) - 5 - 3)) > 0
+    stand.interlock = "OK"
+    n = len(stand.log)
+    run(eng, stand, 60)
+    assert eng.state == State.ABORTED and len(stand.log) == n, "nothing is commanded after an abort"
+    with pytest.raises(Refused):
+        eng.resume(stand.now, stand.world())
+
+
+def test_a_command_refused_three_times_aborts_the_burn_in():
+    stand = Stand(refuse={"caen/lv_on"}, chiller="RUNNING")
+    eng, stand = started("name: t\nsteps:\n  - power: lv_on\n", stand)
+    run(eng, stand, 30, until=lambda: eng.state == State.ABORTED)
+    assert sum(1 for c in stand.log if c.name == "lv_on") == 3
+    assert eng.state == State.ABORTED and "failed after retries" in eng.abort_reason
+
+
+def test_stale_service_holds_for_the_operator():
+    eng, stand = started()
+    run(eng, stand, 600, until=lambda: eng.status()["step_name"] == "hold")
+    eng.tick(stand.now + 0.1, stand.world(stale={"julabo"}))
+    assert eng.state == State.HOLDING and "julabo status is stale" in eng.message
+
+
+def test_start_is_refused_when_the_interlock_is_not_ok_or_a_service_is_offline():
+    stand = Stand(interlock="TRIPPED")
+    with pytest.raises(Refused, match="interlock is TRIPPED"):
+        started(stand=stand)
+    with pytest.raises(Refused, match="service caen is not online"):
+        started(stand=Stand(offline={"caen"}))
+
+
+def test_pause_mid_iv_ramps_down_and_resume_restarts_the_scan(tmp_path):
+    eng, stand = started()
+    run(eng, stand, 600, until=lambda: eng.status()["step_name"] == "iv" and stand.modules["module_0"].vmon > 50)
+    eng.pause(stand.now, "alice")
+    pump(eng, stand)
+    assert eng.state == State.PAUSED and not any(m.hv_on for m in stand.modules.values())
+    n = len(stand.log)
+    run(eng, stand, 30)
+    assert len(stand.log) == n, "nothing happens while paused"
+    eng.resume(stand.now, stand.world(), "alice")
+    run(eng, stand, 600, until=lambda: eng.state == State.DONE)
+    assert eng.state == State.DONE
+    assert [h.outcome for h in eng.history if h.name == "iv"] == ["interrupted", "done"]
+    complete = eng.results["iv_scan"][-1]["modules"]["module_0"]["points"]
+    assert complete[0]["set_v"] == 0 and len(complete) == 10  # restarted from its beginning
+
+
+def test_skip_is_logged_with_the_operator():
+    eng, stand = started("name: t\nsteps:\n  - prompt: check\n  - wait: 1\n")
+    eng.skip(stand.now, "carol")
+    out = eng.drain()
+    assert any(e["kind"] == "step_skipped" and e["operator"] == "carol" for e in out.events)
+    assert any(r["rec"] == "step_end" and r["outcome"] == "skipped" for r in out.journal)
+
+
+def test_prompt_waits_for_acknowledgement():
+    eng, stand = started("name: t\nsteps:\n  - prompt: check the box\n  - wait: 1\n")
+    run(eng, stand, 10)
+    assert eng.state == State.RUNNING and "check the box" in eng.message and eng.index == 0
+    eng.acknowledge(stand.now, "dave")
+    run(eng, stand, 5, until=lambda: eng.state == State.DONE)
+    assert eng.state == State.DONE
+
+
+def test_killed_mid_step_comes_back_paused_at_that_step_and_commands_nothing(tmp_path):
+    journal = Journal(tmp_path)
+    stand = Stand()
+    eng = Engine(SETTINGS)
+    eng.start(load_recipe(SHORT, SETTINGS), "bi-1", "alice", "", stand.now, stand.world())
+
+    def step_and_journal(seconds, until=None):
+        end = stand.now + seconds
+        while stand.now < end:
+            stand.advance(0.25)
+            eng.tick(stand.now, stand.world())
+            for rec in eng.out.journal:
+                journal.append(rec)
+            eng.out.journal.clear()
+            pump(eng, stand)
+            for rec in eng.out.journal:
+                journal.append(rec)
+            eng.out.journal.clear()
+            if until and until():
+                return
+
+    for rec in eng.out.journal:
+        journal.append(rec)
+    eng.out.journal.clear()
+    step_and_journal(600, until=lambda: eng.status()["step_name"] == "iv" and stand.modules["module_1"].vmon > 40)
+    journal.close()
+    # the process dies here (no clean-up). A new engine reads the journal:
+    with (tmp_path / "active.jsonl").open("a") as fh:
+        fh.write('{"rec": "step_end", "ind')  # torn last line from the power cut
+    back = replay(journal.read())
+    assert back is not None and back.index == 3 and back.ended is None
+    fresh = Engine(SETTINGS)
+    recipe = load_recipe(back.recipe_text, SETTINGS, back.modules)
+    fresh.restore(recipe, back.info, back.history, back.index, back.state, stand.now)
+    assert fresh.state == State.PAUSED and fresh.status()["step"] == 4 and fresh.status()["step_name"] == "iv"
+    assert [h.outcome for h in fresh.history] == ["done", "done", "done", "interrupted"]
+    n = len(stand.log)
+    run(fresh, stand, 30)
+    assert fresh.state == State.PAUSED and len(stand.log) == n, "it never resumes or commands by itself"
+    fresh.resume(stand.now, stand.world(), "alice")
+    run(fresh, stand, 600, until=lambda: fresh.state == State.DONE)
+    assert fresh.state == State.DONE
+    assert fresh.results["iv_scan"][-1]["modules"]["module_1"]["points"][0]["set_v"] == 0

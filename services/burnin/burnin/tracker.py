@@ -8,6 +8,7 @@ counts as a failed try; the next try goes out ``interval_s`` later. After the la
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -40,6 +41,7 @@ class Tracker:
         self.interval_s = interval_s
         self.reply_timeout_s = reply_timeout_s
         self._ids = itertools.count(1)
+        self._session = uuid.uuid4().hex[:6]  # ids never repeat across restarts (a late reply matches nothing)
         self._by_id: dict[str, Entry] = {}
         self._by_key: dict[tuple[str, str], Entry] = {}
         self.outbox: list[tuple[str, Command]] = []
@@ -54,7 +56,7 @@ class Tracker:
     def _try(self, entry: Entry, now: float) -> None:
         entry.tries += 1
         entry.sent_at, entry.next_at = now, None
-        ident = f"burnin-{next(self._ids)}"
+        ident = f"burnin-{self._session}-{next(self._ids)}"
         self._by_id[ident] = entry
         self.outbox.append((ident, entry.command))
 

@@ -1,0 +1,351 @@
+"""The burn-in service: MQTT commands and retained status of the other services in, engine ticks, commands to
+caen/julabo/ph2acf out, journal on disk, documents to the store.
+
+Status ``<root>/status``: the engine's status document (state, uid, recipe, step/steps, step_name, cycle/cycles,
+elapsed_s, eta_s, message, hold_auto, abort_reason, modules) plus ``time_scale``. Events on ``<root>/event``:
+``state_change``, ``step_start``, ``step_end``, ``step_skipped``, ``restored``, ``command_failed``,
+``dew_guard``, ``iv_scan``, ``burnin_start``/``burnin_end`` (start and end markers for Grafana).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from trackerdcs import __version__
+from trackerdcs.commands import Arg, CommandError
+from trackerdcs.config import MqttSettings
+from trackerdcs.service import Service, dumps
+
+from .engine import Engine, Outputs, Refused, State
+from .journal import Journal, replay
+from .recipe import RecipeError, load_recipe
+from .settings import BurninSettings
+from .store import BurninStore, mongo_factory
+from .world import Reply, Source, World
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+MAX_RECIPE_BYTES = 1024 * 1024
+
+
+class Clock:
+    """The one clock of the sequencer: monotonic seconds, optionally faster than real time (simulation)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self._t0 = time.monotonic()
+        self._epoch = time.time()  # so that journaled times stay comparable across restarts
+
+    def now(self) -> float:
+        return self._epoch + (time.monotonic() - self._t0) * self.scale
+
+
+class BurninApp:
+    """One burn-in sequencer per stand."""
+
+    def __init__(self, settings: BurninSettings, mqtt_settings: MqttSettings, *, store: BurninStore | None = None):
+        self.settings = settings
+        self.clock = Clock(settings.time_scale)
+        self.svc = Service("burnin", mqtt_settings, root=settings.root, version=__version__)
+        self.engine = Engine(settings)
+        self.journal = Journal(settings.state_dir)
+        factory = mongo_factory(settings.mongo_uri) if settings.mongo_uri else None
+        self.store = store or BurninStore(settings.archive_dir, settings.spool_dir, factory, settings.mongo_database)
+        self._latest: dict[str, tuple[dict[str, Any] | None, float, float]] = {}
+        self._online: dict[str, bool] = {}
+        self._pending: dict[str, str] = {}  # command id -> service root
+        self._lock = self.engine.lock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        r = settings.roots
+        self._roots = {"caen": r.caen, "julabo": r.julabo, "ph2acf": r.ph2acf, "interlock": r.interlock}
+        self._subscriptions = [
+            f"{r.caen}/status/#",
+            f"{r.julabo}/status",
+            f"{r.ph2acf}/status",
+            f"{r.env}/+",
+            f"{r.interlock}/status",
+            *(f"{root}/availability" for root in self._roots.values()),
+            *(f"{root}/reply" for root in (r.caen, r.julabo, r.ph2acf)),
+        ]
+        for pattern in self._subscriptions:
+            self.svc.client.message_callback_add(pattern, self._on_message)
+        self.svc.on_connect_hooks.append(lambda: self.svc.client.subscribe([(t, 1) for t in self._subscriptions]))
+        self._register()
+        if not settings.require_interlock:
+            log.warning("require_interlock is false: the sequencer does NOT check the interlock (stand without one)")
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._restore()
+        self.svc.start()
+        self._thread = threading.Thread(target=self._loop, name="burnin-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.journal.close()
+        self.svc.stop()
+
+    def _restore(self) -> None:
+        back = replay(self.journal.read())
+        if back is None:
+            return
+        if back.ended is not None:
+            self.journal.finish(back.info.uid)
+            return
+        try:
+            recipe = load_recipe(back.recipe_text, self.settings, back.modules)
+        except RecipeError as exc:
+            log.error("journaled burn-in %s no longer validates (%s): left for the operator", back.info.uid, exc)
+            return
+        for rec in back.results:
+            self.engine.results.setdefault(rec.get("kind", "?"), []).append(rec.get("doc") or {})
+        with self._lock:
+            self.engine.restore(
+                recipe, back.info, back.history, min(back.index, len(recipe.steps) - 1), back.state, self.clock.now()
+            )
+            self._handle(self.engine.drain())
+
+    # ------------------------------------------------------------------ inputs
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.svc.health.messages_in.tick()
+        topic = msg.topic
+        if topic.endswith("/availability"):
+            self._online[topic.rsplit("/", 1)[0]] = bytes(msg.payload) == b"online"
+            return
+        try:
+            doc = json.loads(msg.payload) if msg.payload else None
+        except (ValueError, UnicodeDecodeError):
+            return
+        if doc is not None and not isinstance(doc, dict):
+            return
+        if topic.endswith("/reply"):
+            ident = str((doc or {}).get("id"))
+            with self._lock:
+                if self._pending.pop(ident, None) is not None:
+                    reply = Reply(bool(doc.get("ok")), doc.get("error"), doc.get("result"))
+                    self.engine.on_reply(ident, reply, self.clock.now())
+            return
+        self._latest[topic] = (doc, time.time(), self.clock.now())
+
+    def world(self) -> World:
+        """The World as received, ages from the documents' own ``ts`` on the wall clock."""
+        wall = time.time()
+        r = self.settings.roots
+
+        def src(topic: str) -> Source:
+            doc, received, at = self._latest.get(topic, (None, 0.0, float("-inf")))
+            if doc is None:
+                return Source()
+            ts = doc.get("ts")
+            age = wall - ts if isinstance(ts, (int, float)) else wall - received
+            return Source(doc, max(age, 0.0), at)
+
+        modules: dict[str, Source] = {}
+        channels: dict[str, Source] = {}
+        env: dict[str, Source] = {}
+        for topic in list(self._latest):
+            if topic.startswith(f"{r.caen}/status/module/"):
+                modules[topic.rsplit("/", 1)[1]] = src(topic)
+            elif topic.startswith(f"{r.caen}/status/channel/"):
+                channels[topic.rsplit("/", 1)[1]] = src(topic)
+            elif topic.startswith(f"{r.env}/"):
+                env[topic.split("/", 1)[1]] = src(topic)
+        return World(
+            online={name: self._online.get(root, False) for name, root in self._roots.items()},
+            caen=src(f"{r.caen}/status"),
+            modules=modules,
+            channels=channels,
+            julabo=src(f"{r.julabo}/status"),
+            ph2acf=src(f"{r.ph2acf}/status"),
+            interlock=src(f"{r.interlock}/status"),
+            env=env,
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_S / max(1.0, min(self.settings.time_scale, 4.0))):
+            try:
+                with self._lock:
+                    self.engine.tick(self.clock.now(), self.world())
+                    self._handle(self.engine.drain())
+            except Exception:  # a bug must not stop the loop silently: keep going, say so
+                log.exception("burn-in loop error")
+                self.svc.health.error("burn-in loop error (see log)")
+
+    def _handle(self, out: Outputs) -> None:
+        """Journal first (fsync), then commands, events, documents and status."""
+        ended = None
+        for rec in out.journal:
+            self.journal.append({**rec, "ts": time.time()})
+            if rec["rec"] == "end":
+                ended = rec
+        for ident, cmd in out.commands:
+            root = self._roots[cmd.service]
+            self._pending[ident] = root
+            self.svc.publish(f"{root}/cmd/{cmd.name}", dumps({**cmd.args, "id": ident, "deadline": time.time() + 15}))
+        for ev in out.events:
+            data = {k: v for k, v in ev.items() if k not in ("kind", "message", "severity")}
+            self.svc.event(ev["kind"], ev["message"], severity=ev["severity"], uid=self.engine.uid, **data)
+        for kind, doc in out.records:
+            if kind == "iv_scan":
+                doc = {**doc, "ts": time.time(), "stand": self.settings.stand}
+                n = len(self.engine.results.get("iv_scan", []))
+                where = self.store.save(
+                    "iv_scans",
+                    f"{self.engine.uid}/{doc['step']}/{n}",
+                    doc,
+                    Path(self.engine.uid) / "iv" / f"{doc['step']:04d}-{n}.json",
+                )
+                outcomes = {m: r["outcome"] for m, r in doc["modules"].items()}
+                self.svc.event(
+                    "iv_scan",
+                    f"IV scan step {doc['step'] + 1}: {outcomes}",
+                    uid=self.engine.uid,
+                    step=doc["step"] + 1,
+                    outcomes=outcomes,
+                    stored=where,
+                )
+        if out.journal and self.engine.info is not None:
+            self._save_document()
+        if ended is not None and self.engine.state in (State.DONE, State.ABORTED, State.FAILED):
+            self.svc.event(
+                "burnin_end",
+                f"burn-in {self.engine.uid} {ended.get('outcome')}",
+                uid=self.engine.uid,
+                outcome=ended.get("outcome"),
+                stop_ts=time.time(),
+            )
+            if self.engine.state != State.FAILED:
+                self.journal.finish(self.engine.uid)
+        self.publish()
+
+    def _save_document(self) -> None:
+        doc = {**self.engine.document(), "ts": time.time(), "conditions": self._conditions()}
+        self.store.save("burnins", self.engine.uid, doc, Path(self.engine.uid) / "burnin.json")
+
+    def _conditions(self) -> dict[str, Any]:
+        w = self.world()
+        return {
+            "julabo": dict(w.julabo.doc) if w.julabo.doc else None,
+            "env": {k: dict(v.doc) for k, v in w.env.items() if v.doc},
+            "interlock": dict(w.interlock.doc) if w.interlock.doc else None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {**self.engine.status(), "time_scale": self.settings.time_scale, "spooled": self.store.spooled()}
+
+    def publish(self) -> None:
+        self.svc.publish_status(self.status())
+
+    # ------------------------------------------------------------------ commands
+    def _register(self) -> None:
+        svc = self.svc
+        svc.add_command(
+            "start",
+            self._cmd_start,
+            [
+                Arg("recipe", str),
+                Arg("modules", list, required=False, item_kind=str),
+                Arg("operator", str),
+                Arg("comment", str, required=False, default=""),
+            ],
+            help="start a burn-in from a recipe in the recipes folder",
+        )
+        op = Arg("operator", str, required=False, default="operator")
+        svc.add_command("pause", lambda a: self._op(lambda now: self.engine.pause(now, a["operator"])), [op])
+        svc.add_command(
+            "resume", lambda a: self._op(lambda now: self.engine.resume(now, self.world(), a["operator"])), [op]
+        )
+        svc.add_command(
+            "abort",
+            lambda a: self._op(lambda now: self.engine.abort(now, f"operator {a['operator']}: {a['reason']}")),
+            [op, Arg("reason", str, required=False, default="operator request")],
+        )
+        svc.add_command("skip", lambda a: self._op(lambda now: self.engine.skip(now, a["operator"])), [op])
+        svc.add_command("ack", lambda a: self._op(lambda now: self.engine.acknowledge(now, a["operator"])), [op])
+        svc.add_command(
+            "plan", self._cmd_plan, [Arg("recipe", str), Arg("modules", list, required=False, item_kind=str)]
+        )
+        svc.add_command("status", lambda a: {**self.status(), "history": [vars(h) for h in self.engine.history[-50:]]})
+        svc.add_command(
+            "recipes", lambda a: {"recipes": sorted(p.stem for p in self.settings.recipes_dir.glob("*.yml"))}
+        )
+        svc.add_command(
+            "iv",
+            lambda a: {"scans": self.store.iv_scans(a["module"], a["limit"])},
+            [Arg("module", str), Arg("limit", int, required=False, default=1, minimum=1, maximum=50)],
+        )
+
+    def _op(self, action) -> dict[str, Any]:
+        with self._lock:
+            try:
+                action(self.clock.now())
+            except Refused as exc:
+                raise CommandError(str(exc)) from None
+            self._handle(self.engine.drain())
+            return self.engine.status()
+
+    def _recipe_text(self, name: str) -> str:
+        if not name or any(c in name for c in "/\\\0") or name.startswith("."):
+            raise CommandError("recipe must be the name of a file in the recipes folder (no path)")
+        path = self.settings.recipes_dir / (name if name.endswith(".yml") else f"{name}.yml")
+        try:
+            if path.stat().st_size > MAX_RECIPE_BYTES:
+                raise CommandError(f"recipe {name} is larger than {MAX_RECIPE_BYTES} bytes")
+            return path.read_text(encoding="utf-8")
+        except OSError:
+            raise CommandError(f"no recipe {name!r} in {self.settings.recipes_dir}") from None
+
+    def _load(self, args: dict[str, Any]):
+        try:
+            return load_recipe(self._recipe_text(args["recipe"]), self.settings, args.get("modules") or None)
+        except RecipeError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _cmd_plan(self, args: dict[str, Any]) -> dict[str, Any]:
+        recipe = self._load(args)
+        return {
+            "recipe": recipe.name,
+            "steps": len(recipe.steps),
+            "estimate_s": round(recipe.estimate_s),
+            "plan": recipe.plan_lines(),
+        }
+
+    def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
+        operator = args["operator"].strip()
+        if not operator:
+            raise CommandError("operator must not be empty")
+        recipe = self._load(args)
+        uid = f"{self.settings.stand}-burnin-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        with self._lock:
+            if self.engine.state in (State.RUNNING, State.HOLDING, State.PAUSED, State.ABORTING, State.FAILED):
+                raise CommandError(f"a burn-in is {self.engine.state.value} ({self.engine.uid}): abort it first")
+            self.journal.begin()
+            try:
+                self.engine.start(recipe, uid, operator, args.get("comment") or "", self.clock.now(), self.world())
+            except Refused as exc:
+                self.engine.drain()
+                raise CommandError(str(exc)) from None
+            self.svc.event(
+                "burnin_start",
+                f"burn-in {uid} ({recipe.name}) started by {operator}",
+                uid=uid,
+                recipe=recipe.name,
+                modules=list(recipe.modules),
+                start_ts=time.time(),
+            )
+            self._handle(self.engine.drain())
+        return {"uid": uid, "steps": len(recipe.steps), "estimate_s": round(recipe.estimate_s)}

@@ -69,11 +69,15 @@ def ot_workdir(tmp_path: Path) -> Path:
 
 
 def sim_env(**extra: str) -> dict[str, str]:
-    """Environment for simulator subprocesses: fast runs plus ``extra``."""
-    return {**os.environ, **FAST_SIM, **extra}
+    """Environment for simulator subprocesses: fast runs, PH2ACF_BASE_DIR as Ph2_ACF's setup.sh sets it, plus
+    ``extra``."""
+    return {**os.environ, **FAST_SIM, "PH2ACF_BASE_DIR": "/opt/Ph2_ACF", **extra}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which MongoDB the ph2acf tests used (the header hook only runs for initial conftests)."""
     line = pytest_report_header(terminalreporter.config)[0]
     terminalreporter.write_line(line)
+
+
+from .test_bridge import make_bridge, sim_server  # noqa: E402, F401 (fixtures shared by the bridge test modules)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import struct
 
 import pytest
 from hypothesis import given
@@ -12,11 +11,17 @@ from ph2acf_bridge.framing import Decoder, FramingError, encode
 
 
 def test_len4_packet_is_total_length_big_endian_then_text() -> None:
-    assert encode("Status?", "len4") == struct.pack(">I", 11) + b"Status?"
+    assert encode("Status?", "len4") == b"\x00\x00\x00\x0bStatus?"
 
 
-def test_len8_packet_carries_length_and_counter() -> None:
-    assert encode("Stop", "len8", counter=7) == struct.pack(">II", 12, 7) + b"Stop"
+def test_len8_packet_carries_length_and_packet_number() -> None:
+    assert encode("Initialize", "len8", counter=0) == b"\x00\x00\x00\x12\x00\x00\x00\x00Initialize"
+    assert encode("Stop", "len8", counter=7) == b"\x00\x00\x00\x0c\x00\x00\x00\x07Stop"
+
+
+def test_a_reply_decodes_from_literal_bytes() -> None:
+    (packet,) = Decoder("len8").feed(b"\x00\x00\x00\x16\x00\x00\x00\x03InitializeDone")
+    assert packet.text == "InitializeDone" and packet.counter == 3
 
 
 @pytest.mark.parametrize("variant", ["len4", "len8"])
@@ -47,12 +52,12 @@ def test_any_split_of_the_stream_yields_the_messages_in_order(
 @pytest.mark.parametrize("variant", ["len4", "len8"])
 def test_a_length_shorter_than_the_header_is_refused(variant: str) -> None:
     with pytest.raises(FramingError, match="invalid packet length"):
-        Decoder(variant).feed(struct.pack(">I", 2) + b"\0" * 8)
+        Decoder(variant).feed(b"\x00\x00\x00\x02" + b"\0" * 8)
 
 
 def test_an_absurd_length_is_refused_before_buffering_it() -> None:
     with pytest.raises(FramingError):
-        Decoder("len4", max_packet=1024).feed(struct.pack(">I", 10_000_000))
+        Decoder("len4", max_packet=1024).feed(b"\x00\x98\x96\x80")  # 10,000,000
 
 
 def test_unknown_variant_is_a_clear_error() -> None:

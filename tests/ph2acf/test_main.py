@@ -49,7 +49,7 @@ def test_sim_stack_runs_a_calibration_keeps_it_on_disk_and_shuts_down_cleanly(
         shown = operator.command("ph2acf", "show", run=stop["run"])["result"]["run"]
         assert shown["summary"]["totals"]["chips"] == 4
         assert Path(shown["archive_path"], "run.json").exists()
-        assert list(Path(shown["archive_path"]).glob("Run*_PixelAlive.root"))
+        assert list(Path(shown["archive_path"]).glob("Results.root"))
     finally:
         for proc in (bridge, sim):
             proc.send_signal(signal.SIGTERM)

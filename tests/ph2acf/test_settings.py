@@ -9,7 +9,7 @@ from trackerdcs.config import ConfigError
 
 
 def test_defaults_follow_the_flavour() -> None:
-    ot = load_settings({"ph2acf": {"flavour": "ot"}})
+    ot = load_settings({"ph2acf": {"flavour": "ot", "base_dir": "/opt/Ph2_ACF"}})
     assert ot.subprocess.executable == "runCalibration"
     assert ot.subprocess.args[:1] == ["-b"]
     assert "pedenoise" in ot.calibrations and "scurve" not in ot.calibrations
@@ -21,11 +21,12 @@ def test_defaults_follow_the_flavour() -> None:
     [
         ({"ph2acf": {"mode": "carrier-pigeon"}}, "ph2acf.mode"),
         ({"ph2acf": {"flavour": "it", "calibrations": ["pedenoise"]}}, "not known for flavour it"),
-        ({"ph2acf": {"tcp": {"header": "len16"}}}, "ph2acf.tcp.header"),
+        ({"ph2acf": {"tcp": {"header": "len16"}}}, "ph2acf.tcp.header is no longer accepted"),
+        ({"ph2acf": {"mode": "tcp", "tcp": {"release": "2020"}}}, "ph2acf.tcp.release must be one of"),
         ({"ph2acf": {"tcp": {"prot": 5000}}}, "ph2acf.tcp: unknown key(s) prot"),
         ({"storage": {"mongo": {"url": "x"}}}, "storage.mongo: unknown key(s) url"),
         ({"storage": {"archive": "/x"}}, "storage: unknown key archive"),
-        ({"ph2acf": {"tcp": {"port": "five"}}}, "ph2acf:"),
+        ({"ph2acf": {"base_dir": "/opt/Ph2_ACF", "tcp": {"port": "five"}}}, "ph2acf:"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_key_named(config: dict, message: str) -> None:

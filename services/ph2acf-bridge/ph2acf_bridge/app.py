@@ -257,7 +257,11 @@ class Bridge:
         except (OSError, ValueError):
             stored = 0
         archived = self.store.archive.max_run()
-        run = max(stored, read_run_number(self.settings.workdir), (archived + 1) if archived is not None else 0)
+        run = max(
+            stored,
+            read_run_number(self.settings.workdir, self.settings.flavour),
+            (archived + 1) if archived is not None else 0,
+        )
         counter.write_text(f"{run + 1}\n")
         return run
 

@@ -1,4 +1,10 @@
-"""Calibrations Ph2_ACF offers, per flavour, and where their results go (facts from DESIGN.md)."""
+"""Calibrations Ph2_ACF offers, per flavour and way of driving it, and where their results go.
+
+Facts from the public Ph2_ACF sources: the command-line programs and the TCP MiddlewareController do not know the
+same names (``clkdelay`` on the command line is ``clockdelay`` over TCP; the outer-tracker ``noiseOT`` and
+``takedata`` exist on the command line only), and a string-protocol server calls ``abort()`` on a name it does
+not know, so the bridge only ever sends names from :data:`TCP_NAMES` for the configured release.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,25 @@ OT_CALIBRATIONS: dict[str, str] = {
 }
 
 
+#: Operator key -> the ``Configure,Calibration:<name>`` a string-protocol server of each release knows.
+TCP_NAMES: dict[str, dict[str, dict[str, str]]] = {
+    "2021-2022": {
+        "it": {k: ("clockdelay" if k == "clkdelay" else k) for k in IT_CALIBRATIONS},
+        "ot": {k: k for k in ("pedenoise", "calibration", "calibrationandpedenoise")},
+    },
+}
+#: 2019-2020 servers had no threshold-adjustment tool.
+TCP_NAMES["2019-2020"] = {
+    "it": {k: v for k, v in TCP_NAMES["2021-2022"]["it"].items() if k != "thradj"},
+    "ot": dict(TCP_NAMES["2021-2022"]["ot"]),
+}
+
+
+def tcp_names(release: str, flavour: Flavour) -> dict[str, str]:
+    """Operator key -> wire name for the calibrations a ``release`` server accepts (KeyError: unknown release)."""
+    return TCP_NAMES[release][flavour]
+
+
 def calibrations(flavour: Flavour) -> dict[str, str]:
     """The calibration table of ``flavour`` ("it" or "ot")."""
     if flavour == "it":
@@ -46,8 +71,9 @@ def result_name(flavour: Flavour, calibration: str) -> str:
     return calibrations(flavour)[calibration]
 
 
-def result_path(flavour: Flavour, calibration: str, run: int) -> str:
-    """The result file of ``run`` relative to the Ph2_ACF working directory."""
-    if flavour == "it":
+def result_path(flavour: Flavour, calibration: str, run: int, mode: str = "subprocess") -> str:
+    """The result file of ``run`` relative to the Ph2_ACF working directory (through the middleware every
+    flavour writes ``Results/Run_<N>/Results.root``)."""
+    if flavour == "it" and mode == "subprocess":
         return f"Results/Run{run:06d}_{result_name(flavour, calibration)}.root"
     return f"Results/Run_{run}/Results.root"

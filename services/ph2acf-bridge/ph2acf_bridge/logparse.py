@@ -1,6 +1,7 @@
 """Recognise the Ph2_ACF log lines the bridge acts on (pure, no I/O).
 
-* ``>>> Progress: 42.5% <<<`` (inner-tracker ``CMSITminiDAQ``; ANSI colour codes are tolerated);
+* progress of ``CMSITminiDAQ``: ``>>>> Progress :  42.5% <<<<`` (2019-2022 builds) and ``>>> Progress: 42.5% <<<``
+  (newer builds, with colour and cursor-up codes, which are stripped);
 * ``Run 12 started`` (outer-tracker ``runCalibration``);
 * ``Closing result file: Results/Run_12/Results.root`` (outer tracker) and result files named
   ``Results/Run000012_PixelAlive.root`` (inner tracker) anywhere in a line;
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-PROGRESS = re.compile(r">>>\s*Progress:\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*<<<")
+PROGRESS = re.compile(r">>>>?\s*Progress\s*:\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*<<<<?")
 RUN_STARTED = re.compile(r"\bRun\s+(\d+)\s+started\b")
 CLOSING = re.compile(r"Closing result file:\s*(\S+\.root)")
 IT_RESULT = re.compile(r"(\S*Run(\d{6})_([A-Za-z0-9]+)\.root)")

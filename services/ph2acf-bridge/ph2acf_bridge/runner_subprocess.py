@@ -1,7 +1,13 @@
 """Run ``CMSITminiDAQ``/``runCalibration`` as a child process in the Ph2_ACF working directory.
 
-The child gets its own session (process group) so an abort reaches everything it spawned: SIGINT first (Ph2_ACF
-closes its files), SIGTERM after ``abort_grace_s``, SIGKILL after twice that.
+The child gets its own session (process group) so an abort reaches everything it spawned: SIGINT first,
+SIGTERM after ``abort_grace_s``, SIGKILL after twice that. ``runCalibration`` handles SIGINT by writing its ROOT
+file; ``CMSITminiDAQ`` (outside its ``-s`` mode) simply dies, without closing files and without writing
+``RunNumber.txt`` (it does so only at the end of a run). So after an aborted inner-tracker run the bridge moves
+``RunNumber.txt`` past the aborted run itself: the next run never reuses the number or overwrites its files.
+
+The child gets ``PH2ACF_BASE_DIR`` (``ph2acf.base_dir``) and ``$PH2ACF_BASE_DIR/lib`` in ``LD_LIBRARY_PATH``,
+as Ph2_ACF's setup.sh would provide.
 """
 
 from __future__ import annotations
@@ -24,12 +30,28 @@ log = logging.getLogger(__name__)
 TAIL_LINES = 100
 
 
-def read_run_number(workdir: Path) -> int:
-    """The run number Ph2_ACF will use next, from ``RunNumber.txt`` (0 if absent)."""
+def read_run_number(workdir: Path, flavour: str = "it") -> int:
+    """The run number Ph2_ACF will use next: inner tracker ``RunNumber.txt`` (0 if absent), outer tracker the
+    last line of ``RunNumbers.dat`` + 1 (0 if absent)."""
     try:
+        if flavour == "ot":
+            lines = [ln for ln in (workdir / "RunNumbers.dat").read_text().splitlines() if ln.strip()]
+            return int(lines[-1].split()[0]) + 1
         return int((workdir / "RunNumber.txt").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def child_environment(settings: BridgeSettings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Ph2_ACF child: ours, ``subprocess.env``, PH2ACF_BASE_DIR and its ``lib`` folder."""
+    env = dict(os.environ if base is None else base)
+    env.update(settings.subprocess.env)
+    if settings.base_dir:
+        env["PH2ACF_BASE_DIR"] = settings.base_dir
+        lib = str(Path(settings.base_dir) / "lib")
+        paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+        env["LD_LIBRARY_PATH"] = ":".join([lib, *(p for p in paths if p != lib)])
+    return env
 
 
 class SubprocessRunner:
@@ -53,9 +75,9 @@ class SubprocessRunner:
 
     def launch(self, calibration: str, config_file: Path) -> int | None:
         self.calibration = calibration
-        self.run = read_run_number(self.workdir)
+        self.run = read_run_number(self.workdir, self.settings.flavour)
         argv = self.command_line(calibration, config_file)
-        env = {**os.environ, **self.settings.subprocess.env}
+        env = child_environment(self.settings)
         log.info("launching %s in %s", " ".join(argv), self.workdir)
         try:
             with self._lock:
@@ -104,12 +126,23 @@ class SubprocessRunner:
                 expected = self.workdir / result_path(self.settings.flavour, self.calibration, end.run)  # type: ignore[arg-type]
                 if expected.exists():
                     end.result_file = expected
+        if end.aborted and self.settings.flavour == "it" and self.run is not None:
+            self._keep_run_number(self.run)
         if end.exit_code != 0 and not end.aborted:
             reason = _describe_exit(end.exit_code)
             end.error = f"{Path(self.settings.subprocess.executable).name} {reason}" + (
                 f": {last_error}" if last_error else ""
             )
         return end
+
+    def _keep_run_number(self, run: int) -> None:
+        """After an aborted inner-tracker run: make sure ``RunNumber.txt`` is past ``run``."""
+        path = self.workdir / "RunNumber.txt"
+        if read_run_number(self.workdir, "it") <= run:
+            log.warning("aborted run %d left RunNumber.txt behind: setting it to %d", run, run + 1)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(f"{run + 1}\n")
+            tmp.replace(path)
 
     def abort(self) -> None:
         self._abort.set()

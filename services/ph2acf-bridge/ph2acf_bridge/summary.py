@@ -1,7 +1,10 @@
 """Summarise a Ph2_ACF result file per chip with uproot: channel counts, dead and noisy channels, means.
 
 Per-channel maps are recognised by Ph2_ACF's naming ``D_B(<b>)_O(<o>)_H(<h>)_<Quantity>_Chip(<c>)``; the
-quantities understood are listed in :data:`QUANTITIES`. Rules (per chip, per map):
+quantities understood are listed in :data:`QUANTITIES`. Inner-tracker files hold their maps as TCanvas objects
+(``PixelAlive``, ``Threshold2D``, ``Noise2D``, ``Slope2D``): the histogram inside the canvas is used; a canvas uproot
+cannot read is counted in ``unreadable`` and named in the error if nothing else could be read. Outer-tracker files
+hold plain histograms. Rules (per chip, per map):
 
 * noise: 0 means dead (no S-curve/fit); noisy = above median + ``noisy_sigma`` x robust sigma (1.4826 MAD);
 * occupancy with a median of at least 0.01 (efficiency-like, e.g. PixelAlive): dead below 10 % of the median,
@@ -24,12 +27,12 @@ import uproot
 
 MAP_NAME = re.compile(r"^D_B\((\d+)\)_O\((\d+)\)_H\((\d+)\)_([A-Za-z0-9]+)_Chip\((\d+)\)$")
 QUANTITIES: dict[str, str] = {
-    "Occ2D": "occupancy",
-    "Occupancy": "occupancy",
-    "Noise2D": "noise",
-    "Noise": "noise",
+    "PixelAlive": "occupancy",  # inner tracker (TCanvas)
     "Threshold2D": "threshold",
-    "Gain2D": "gain",
+    "Noise2D": "noise",
+    "Slope2D": "gain",
+    "Occupancy": "occupancy",  # outer tracker (histograms)
+    "Noise": "noise",
     "Pedestal": "pedestal",
     "Offset": "offset",
 }
@@ -46,6 +49,7 @@ class RunSummary:
     chips: list[dict[str, Any]] = field(default_factory=list)
     channels: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     histograms: int = 0
+    unreadable: list[str] = field(default_factory=list)
 
     def totals(self) -> dict[str, Any]:
         """Counts over all chips."""
@@ -55,6 +59,7 @@ class RunSummary:
             "dead": sum(c["dead"] or 0 for c in self.chips),
             "noisy": sum(c["noisy"] for c in self.chips),
             "histograms": self.histograms,
+            "unreadable": len(self.unreadable),
         }
 
     def document(self) -> dict[str, Any]:
@@ -95,6 +100,18 @@ def _stats(values: np.ndarray, good: np.ndarray) -> tuple[float | None, float | 
     return float(sel.mean()), float(sel.std())
 
 
+def _canvas_histogram(canvas: Any) -> Any | None:
+    """The first histogram drawn in a TCanvas read by uproot, or None."""
+    try:
+        primitives = canvas.member("fPrimitives")
+    except Exception:  # uproot models of TCanvas vary with the file's streamers
+        return None
+    for item in primitives:
+        if getattr(item, "classname", "").startswith("TH") and hasattr(item, "values"):
+            return item
+    return None
+
+
 def summarise(path: str | Path, *, noisy_sigma: float = 5.0, noise_occupancy_cut: float = 1e-4) -> RunSummary:
     """Read ``path`` and summarise every chip found in it."""
     try:
@@ -105,7 +122,7 @@ def summarise(path: str | Path, *, noisy_sigma: float = 5.0, noise_occupancy_cut
     maps: dict[tuple[int, int, int, int], dict[str, np.ndarray]] = {}
     with root:
         for key, classname in root.classnames().items():
-            if not classname.startswith("TH"):
+            if not (classname.startswith("TH") or classname == "TCanvas"):
                 continue
             summary.histograms += 1
             name = key.rsplit("/", 1)[-1].split(";")[0]
@@ -113,7 +130,15 @@ def summarise(path: str | Path, *, noisy_sigma: float = 5.0, noise_occupancy_cut
             if not m or m.group(4) not in QUANTITIES:
                 continue
             ident = (int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(5)))
-            values = root[key].values()
+            try:
+                obj = root[key]
+                hist = obj if classname.startswith("TH") else _canvas_histogram(obj)
+            except Exception:
+                hist = None
+            if hist is None:
+                summary.unreadable.append(name)
+                continue
+            values = hist.values()
             if values.ndim == 2:
                 values = values.T  # stored x = column, y = row; keep rows x columns
             maps.setdefault(ident, {})[QUANTITIES[m.group(4)]] = np.asarray(values, dtype=np.float64).ravel()
@@ -154,5 +179,8 @@ def summarise(path: str | Path, *, noisy_sigma: float = 5.0, noise_occupancy_cut
         summary.channels[key]["dead"] = np.flatnonzero(dead).astype(np.int32)
         summary.channels[key]["noisy"] = np.flatnonzero(noisy).astype(np.int32)
     if not maps:
-        raise SummaryError(f"{path}: no per-chip histograms found (D_B(b)_O(o)_H(h)_<Quantity>_Chip(c))")
+        if summary.unreadable:
+            raise SummaryError(f"{path}: {len(summary.unreadable)} per-chip map(s) could not be read "
+                               f"(e.g. {summary.unreadable[0]})")  # fmt: skip
+        raise SummaryError(f"{path}: no per-chip maps found (D_B(b)_O(o)_H(h)_<Quantity>_Chip(c))")
     return summary

@@ -5,7 +5,9 @@ outer-tracker chips) and distributions (TH1D). A few channels per chip are made 
 :class:`ChipTruth` records which, so tests can check the bridge's summary against what was injected.
 
 Histogram paths follow Ph2_ACF's layout ``Detector/Board_<b>/OpticalGroup_<o>/Hybrid_<h>/<Chip|CBC>_<c>/`` and
-its naming ``D_B(<b>)_O(<o>)_H(<h>)_<Quantity>_Chip(<c>)``.
+its naming ``D_B(<b>)_O(<o>)_H(<h>)_<Quantity>_Chip(<c>)``. Inner-tracker maps carry the names real files use
+(``PixelAlive``, ``Threshold2D``, ``Noise2D``, ``Slope2D``); real files wrap each map in a TCanvas of that name,
+which uproot cannot write, so the simulator stores the map itself under the canvas's name.
 """
 
 from __future__ import annotations
@@ -23,18 +25,18 @@ OT_STRIPS = 254  # channels of a CBC
 
 #: per-channel quantities written for each calibration
 IT_MAPS: dict[str, tuple[str, ...]] = {
-    "pixelalive": ("Occ2D",),
-    "noise": ("Occ2D",),
+    "pixelalive": ("PixelAlive",),
+    "noise": ("PixelAlive",),
     "scurve": ("Threshold2D", "Noise2D"),
     "threqu": ("Threshold2D", "Noise2D"),
     "thrmin": ("Threshold2D", "Noise2D"),
     "thradj": ("Threshold2D", "Noise2D"),
-    "gainopt": ("Gain2D", "Noise2D"),
-    "gain": ("Gain2D", "Occ2D"),
-    "latency": ("Occ2D",),
-    "injdelay": ("Occ2D",),
-    "clkdelay": ("Occ2D",),
-    "physics": ("Occ2D",),
+    "gainopt": ("Slope2D", "Noise2D"),
+    "gain": ("Slope2D", "PixelAlive"),
+    "latency": ("PixelAlive",),
+    "injdelay": ("PixelAlive",),
+    "clkdelay": ("PixelAlive",),
+    "physics": ("PixelAlive",),
 }
 OT_MAPS: dict[str, tuple[str, ...]] = {
     "pedenoise": ("Pedestal", "Noise"),
@@ -43,6 +45,13 @@ OT_MAPS: dict[str, tuple[str, ...]] = {
     "calibrationandpedenoise": ("Offset", "Pedestal", "Noise"),
     "takedata": ("Occupancy",),
 }
+
+
+def maps_for(flavour: str, calibration: str) -> tuple[str, ...]:
+    """The per-channel maps ``calibration`` writes (an occupancy map for anything not listed)."""
+    if flavour == "it":
+        return IT_MAPS.get(calibration, ("PixelAlive",))
+    return OT_MAPS.get(calibration, ("Occupancy",))
 
 
 @dataclass
@@ -71,7 +80,7 @@ def _quantity(
 ) -> np.ndarray:
     """Values of one per-channel quantity with dead channels at 0 and noisy ones clearly out of the core."""
     n = int(np.prod(shape))
-    if name in ("Occ2D", "Occupancy"):
+    if name in ("PixelAlive", "Occupancy"):
         if noise_scan:
             values = rng.binomial(1_000_000, 2e-7, n) / 1e6  # noise occupancy per trigger
             values[noisy] = rng.uniform(1e-3, 1e-2, noisy.size)
@@ -83,7 +92,7 @@ def _quantity(
     elif name == "Noise2D":
         values = rng.normal(40.0, 4.0, n).clip(24.0, 56.0)  # core within 4 sigma
         values[noisy] = rng.uniform(120.0, 200.0, noisy.size)
-    elif name == "Gain2D":
+    elif name == "Slope2D":
         values = rng.normal(7.5, 0.4, n)
     elif name == "Pedestal":
         values = rng.normal(590.0, 6.0, n)
@@ -122,7 +131,7 @@ def write_results(
 
     ``fraction`` < 1 models a run stopped early (occupancies scale with the triggers taken).
     """
-    maps = IT_MAPS[calibration] if flavour == "it" else OT_MAPS[calibration]
+    maps = maps_for(flavour, calibration)
     shape: tuple[int, ...] = matrix if flavour == "it" else (OT_STRIPS,)
     n = int(np.prod(shape))
     noise_scan = calibration in ("noise", "noiseOT")
@@ -148,7 +157,7 @@ def write_results(
                         np.arange(cols + 1, dtype=np.float64),
                         np.arange(rows + 1, dtype=np.float64),
                     )
-                    dist_name = quantity.replace("2D", "1D")
+                    dist_name = quantity.replace("2D", "1D") if quantity.endswith("2D") else quantity + "1D"
                 else:
                     out[f"{base}/{_name(chip, quantity)}"] = (values.astype(np.float64), np.arange(n + 1.0))
                     dist_name = quantity + "Distribution"

@@ -1,30 +1,27 @@
 """One simulated calibration run: progress, failure injection and result files, shared by the executables
-and the TCP server.
+and the TCP server (each decides names, run numbers and where results go, as the real programs do).
 
 Behaviour knobs (environment variables, so the bridge can pass them without changing command lines):
 
 * ``PH2ACF_SIM_DURATION`` seconds a run takes (default 20);
-* ``PH2ACF_SIM_CRASH_AT`` percent at which the process dies like a C++ ``terminate`` (exit status 134);
+* ``PH2ACF_SIM_CRASH_AT`` percent at which the process dies like a C++ ``terminate`` (SIGABRT);
 * ``PH2ACF_SIM_MATRIX`` inner-tracker pixel matrix ``ROWSxCOLS`` (default 336x432, a CROC);
-* ``PH2ACF_SIM_STEPS`` number of progress steps (default 20).
+* ``PH2ACF_SIM_STEPS`` number of progress steps (default 20);
+* ``PH2ACF_SIM_RELEASE`` ``2019-2022`` or ``current`` (default): which progress format is printed.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ph2acf_bridge.calibrations import Flavour, calibrations
-
-from .detector import DetectorError, load_chips
-from .histograms import IT_MATRIX, ChipTruth, write_register_files, write_results
-
-CRASH_STATUS = 134
+from .detector import ChipId, DetectorError, load_chips
+from .histograms import IT_MATRIX, ChipTruth, write_results
+from .releases import CURRENT, RELEASES
 
 
 class SimError(Exception):
@@ -37,6 +34,7 @@ class SimSettings:
     crash_at: float | None = None
     matrix: tuple[int, int] = IT_MATRIX
     steps: int = 20
+    release: str = CURRENT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SimSettings:
@@ -54,6 +52,10 @@ class SimSettings:
                 settings.steps = max(1, int(env["PH2ACF_SIM_STEPS"]))
         except ValueError as exc:
             raise SimError(f"bad PH2ACF_SIM_* setting: {exc}") from None
+        release = env.get("PH2ACF_SIM_RELEASE") or CURRENT
+        if release not in RELEASES:
+            raise SimError(f"PH2ACF_SIM_RELEASE must be one of {', '.join(RELEASES)}, not {release!r}")
+        settings.release = release
         return settings
 
 
@@ -64,25 +66,31 @@ class RunResult:
     truths: list[ChipTruth]
 
 
+def crash() -> None:
+    """Die like an uncaught C++ exception: std::terminate -> abort() -> SIGABRT."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.abort()
+
+
 class SimulatedRun:
-    """A calibration of ``flavour`` on the chips of ``config_file``, results below ``workdir``."""
+    """A calibration (``maps_key`` chooses the per-channel maps) on the chips of ``config_file``."""
 
     def __init__(
         self,
-        flavour: Flavour,
-        calibration: str,
+        flavour: str,
+        maps_key: str,
         config_file: str | Path,
         run: int,
         workdir: Path,
         settings: SimSettings,
+        *,
+        result_path: Path,
+        progress_line: Callable[[float], str],
         log: Callable[[str], None] = print,
     ) -> None:
-        table = calibrations(flavour)
-        if calibration not in table:
-            raise SimError(f"calibration '{calibration}' not recognised; available: {', '.join(table)}")
         self.flavour = flavour
-        self.calibration = calibration
-        self.name = table[calibration]
+        self.maps_key = maps_key
         try:
             self.xml_text, self.chips = load_chips(Path(workdir, config_file))
         except DetectorError as exc:
@@ -91,19 +99,31 @@ class SimulatedRun:
         self.run = run
         self.workdir = Path(workdir)
         self.settings = settings
+        self.result_path = result_path
+        self.progress_line = progress_line
         self.log = log
         self.progress = 0.0
+        self._write_lock = threading.Lock()
 
     @property
-    def result_path(self) -> Path:
-        if self.flavour == "it":
-            return self.workdir / "Results" / f"Run{self.run:06d}_{self.name}.root"
-        return self.workdir / "Results" / f"Run_{self.run}" / "Results.root"
+    def chip_list(self) -> list[ChipId]:
+        return list(self.chips)
 
-    def execute(self, stop: threading.Event, crash: Callable[[], None] | None = None) -> RunResult:
-        """Run the calibration (blocking) until done or ``stop`` is set; write the results either way."""
-        self.log(f"Run {self.run} started")
-        self.log(f"@@@ Calibration {self.calibration} on {len(self.chips)} chip(s), config {self.config_file} @@@")
+    def write(self, fraction: float) -> list[ChipTruth]:
+        """Write the result file as it stands (``fraction`` of the triggers taken)."""
+        with self._write_lock:
+            return write_results(
+                self.result_path,
+                self.flavour,
+                self.maps_key,
+                self.run,
+                self.chips,
+                matrix=self.settings.matrix,
+                fraction=fraction,
+            )
+
+    def execute(self, stop: threading.Event, on_crash: Callable[[], None] = crash) -> RunResult:
+        """Run the scan (blocking) until done or ``stop`` is set; write the results either way."""
         step_s = self.settings.duration_s / self.settings.steps
         aborted = False
         for step in range(1, self.settings.steps + 1):
@@ -114,46 +134,9 @@ class SimulatedRun:
             if self.settings.crash_at is not None and self.progress >= self.settings.crash_at:
                 self.log("terminate called after throwing an instance of 'std::runtime_error'")
                 self.log("  what():  [RD53FWInterface] Communication with the chip lost (simulated crash)")
-                (crash or _crash)()
+                on_crash()
                 return RunResult(self.result_path, True, [])
-            self.log(f"\x1b[1m\x1b[32m>>> Progress: {self.progress:.1f}% <<<\x1b[0m")
-        if aborted:
-            self.log(f"Run {self.run} stopped by the user at {self.progress:.1f}%")
-        fraction = max(self.progress, 1.0) / 100.0
-        truths = write_results(
-            self.result_path,
-            self.flavour,
-            self.calibration,
-            self.run,
-            self.chips,
-            matrix=self.settings.matrix,
-            fraction=fraction if aborted else 1.0,
-        )
-        self._write_side_files()
-        self.log(f"Closing result file: {self.result_path.relative_to(self.workdir)}")
+            self.log(self.progress_line(self.progress))
+        fraction = max(self.progress, 1.0) / 100.0 if aborted else 1.0
+        truths = self.write(fraction)
         return RunResult(self.result_path, aborted, truths)
-
-    def _write_side_files(self) -> None:
-        if self.flavour == "it":
-            folder, prefix = self.workdir / "Results", f"Run{self.run:06d}_"
-        else:
-            folder, prefix = self.result_path.parent, ""
-        shutil.copyfile(self.config_file, folder / f"{prefix}{self.config_file.name}")
-        write_register_files(folder, prefix, self.chips)
-
-
-def _crash() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(CRASH_STATUS)
-
-
-def next_run_number(workdir: Path) -> int:
-    """Take the run number from ``RunNumber.txt`` (0 if absent) and store the next one, like Ph2_ACF."""
-    path = Path(workdir) / "RunNumber.txt"
-    try:
-        run = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        run = 0
-    path.write_text(f"{run + 1}\n")
-    return run

@@ -1,12 +1,26 @@
-"""The simulated chiller from bytes: physics, pacing, remote mode, alarms and power failure."""
+"""The simulated chiller from bytes: physics, pacing, remote mode, alarms and power failure.
+
+Expected replies are the literal bytes the device puts on the wire (manual), never the service's parser.
+"""
 
 from __future__ import annotations
 
+import ast
 import random
+from pathlib import Path
 
-from julabo_fsm.protocol import parse_float, parse_status
-from julabo_sim.engine import LineEngine
+from julabo_sim.engine import LineEngine, LineFaults
 from julabo_sim.model import ChillerConfig, ChillerModel
+
+SIM_PACKAGE = Path(__file__).resolve().parents[2] / "services" / "julabo-fsm" / "julabo_sim"
+SERVICE_PACKAGES = {"julabo_fsm", "caen_fsm", "ph2acf_bridge", "burnin"}
+
+
+def parse_float(raw: bytes) -> float | None:
+    """A numeric reply as the manual shows it: optional padding, the number, CR LF; ``---.--`` = absent."""
+    assert raw.endswith(b"\r\n"), raw
+    text = raw[:-2].decode("ascii").strip()
+    return None if text == "---.--" else float(text)
 
 
 def engine(**kw) -> LineEngine:
@@ -27,7 +41,7 @@ def test_queries_are_answered_and_out_commands_are_silent() -> None:
     e, t = engine(), Clock()
     assert e.feed(b"OUT_SP_00 25.5\r", t()) == b""
     assert parse_float(e.feed(b"IN_SP_00\r", t())) == 25.5
-    assert parse_status(e.feed(b"STATUS\r", t())).text == "REMOTE STOP"
+    assert e.feed(b"STATUS\r", t()) == b"02 REMOTE STOP\r\n"
 
 
 def test_the_bath_follows_the_setpoint_with_the_configured_time_constant() -> None:
@@ -71,19 +85,19 @@ def test_the_first_command_after_opening_is_lost() -> None:
 def test_out_commands_are_ignored_in_manual_mode_and_status_says_why() -> None:
     e, t = engine(config={"remote": False}), Clock()
     e.feed(b"OUT_MODE_05 1\r", t())
-    assert parse_status(e.feed(b"STATUS\r", t())).code == -9
-    assert parse_status(e.feed(b"STATUS\r", t())).text == "MANUAL STOP"
+    assert e.feed(b"STATUS\r", t()) == b"-09 COMMAND NOT ALLOWED IN CURRENT OPERATING MODE\r\n"
+    assert e.feed(b"STATUS\r", t()) == b"00 MANUAL STOP\r\n"
     assert not e.model.running
 
 
 def test_out_of_range_values_are_refused_in_the_next_status() -> None:
     e, t = engine(), Clock()
     e.feed(b"OUT_SP_00 500\r", t())
-    assert parse_status(e.feed(b"STATUS\r", t())).text == "VALUE TOO LARGE"
+    assert e.feed(b"STATUS\r", t()) == b"-11 VALUE TOO LARGE\r\n"
     e.feed(b"OUT_SP_07 0\r", t())
-    assert parse_status(e.feed(b"STATUS\r", t())).text == "VALUE TOO SMALL"
+    assert e.feed(b"STATUS\r", t()) == b"-10 VALUE TOO SMALL\r\n"
     e.feed(b"BOGUS\r", t())
-    assert parse_status(e.feed(b"STATUS\r", t())).text == "INVALID COMMAND"
+    assert e.feed(b"STATUS\r", t()) == b"-08 INVALID COMMAND\r\n"
     assert e.model.setpoints[0] == 20.0
 
 
@@ -91,13 +105,13 @@ def test_an_alarm_stops_the_chiller_and_latches_until_reset() -> None:
     e, t = engine(), Clock()
     e.feed(b"OUT_MODE_05 1\r", t())
     e.model.raise_alarm(-1)
-    assert parse_status(e.feed(b"STATUS\r", t())).code == -1
+    assert e.feed(b"STATUS\r", t()) == b"-01 LOW LEVEL ALARM\r\n"
     e.feed(b"OUT_MODE_05 1\r", t())
     assert not e.model.running
-    assert parse_status(e.feed(b"STATUS\r", t())).code == -1  # still latched
+    assert e.feed(b"STATUS\r", t()) == b"-01 LOW LEVEL ALARM\r\n"  # still latched
     e.model.clear_alarm()
-    assert parse_status(e.feed(b"STATUS\r", t())).code == -9  # the start refused during the alarm
-    assert parse_status(e.feed(b"STATUS\r", t())).text == "REMOTE STOP"
+    assert e.feed(b"STATUS\r", t()).startswith(b"-09 ")  # the start refused during the alarm
+    assert e.feed(b"STATUS\r", t()) == b"02 REMOTE STOP\r\n"
 
 
 def test_overheating_beyond_the_protector_limit_latches_an_alarm() -> None:
@@ -110,7 +124,7 @@ def test_overheating_beyond_the_protector_limit_latches_an_alarm() -> None:
 
 def test_external_pt100_reads_dashes_when_unplugged() -> None:
     e, t = engine(config={"external_present": False}), Clock()
-    assert parse_float(e.feed(b"IN_PV_02\r", t())) is None
+    assert e.feed(b"IN_PV_02\r", t()) == b"---.--\r\n"
 
 
 def test_after_a_power_cut_the_chiller_is_stopped_with_power_on_setpoints() -> None:
@@ -119,3 +133,69 @@ def test_after_a_power_cut_the_chiller_is_stopped_with_power_on_setpoints() -> N
     e.feed(b"OUT_MODE_05 1\r", t())
     e.model.power_cycle()
     assert not e.model.running and e.model.setpoints[0] == 20.0
+
+
+def test_a_running_chiller_says_remote_start_and_its_mode_reads_one() -> None:
+    e, t = engine(), Clock()
+    e.feed(b"OUT_MODE_05 1\r", t())
+    assert e.feed(b"STATUS\r", t()) == b"03 REMOTE START\r\n"
+    assert e.feed(b"IN_MODE_05\r", t()) == b"1\r\n"
+    assert e.feed(b"VERSION\r", t()) == b"JULABO HIGHTECH FL HL/SL VERSION 4.0\r\n"
+
+
+def test_xon_xoff_noise_is_dc1_and_dc3_around_an_intact_reply() -> None:
+    e, t = engine(xon_probability=1.0), Clock()
+    raw = e.feed(b"IN_SP_00\r", t())
+    assert raw.count(b"\x11") == 2 and raw.count(b"\x13") == 1
+    assert raw.replace(b"\x11", b"").replace(b"\x13", b"") == b" 20.00\r\n"
+
+
+def test_with_jitter_the_device_times_its_pacing_from_when_it_finished_reading() -> None:
+    """A client keeping exactly 250 ms loses replies to a jittery device; one with margin loses none."""
+    exact, t = engine(jitter_s=0.025), Clock()
+    replies = [exact.feed(b"IN_PV_00\r", t(0.2504)) for _ in range(400)]
+    lost = sum(1 for r in replies if r == b"" or any(b > 0x7F for b in r))
+    assert 0.05 * 400 < lost < 0.5 * 400
+    margin, t = engine(jitter_s=0.025), Clock()
+    assert all(parse_float(margin.feed(b"IN_PV_00\r", t(0.27))) is not None for _ in range(400))
+    steady, t = engine(), Clock()  # without jitter, 250 ms is enough
+    assert all(parse_float(steady.feed(b"IN_PV_00\r", t(0.2504))) is not None for _ in range(400))
+
+
+def test_dropped_replies_are_carried_out_but_never_answered() -> None:
+    e, t = engine(drop_reply_probability=1.0), Clock()
+    assert e.feed(b"IN_PV_00\r", t()) == b""
+    e.drop_reply_probability = 0.0
+    e.feed(b"OUT_SP_00 12.50\r", t())
+    e.drop_reply_probability = 1.0
+    assert e.feed(b"IN_SP_00\r", t()) == b""
+    e.drop_reply_probability = 0.0
+    assert e.feed(b"IN_SP_00\r", t()) == b" 12.50\r\n"
+
+
+def test_lost_lines_never_reach_the_device() -> None:
+    faults = LineFaults()
+    e, t = engine(faults=faults), Clock()
+    e.feed(b"OUT_MODE_05 1\r", t())
+    faults.lose(2, "OUT_MODE_05")
+    e.feed(b"OUT_MODE_05 0\r", t())
+    assert e.feed(b"STATUS\r", t()) == b"03 REMOTE START\r\n"  # other lines get through
+    e.feed(b"OUT_MODE_05 0\r", t())
+    assert e.model.running
+    e.feed(b"OUT_MODE_05 0\r", t())
+    assert e.feed(b"STATUS\r", t()) == b"02 REMOTE STOP\r\n"
+    assert e.stats.lost == 2
+
+
+def test_the_simulator_imports_nothing_from_any_service_package() -> None:
+    """A simulator written from the device facts alone: a wrong constant cannot be wrong on both sides."""
+    offenders = []
+    for path in sorted(SIM_PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in SERVICE_PACKAGES]
+    assert list(SIM_PACKAGE.glob("*.py")) and offenders == []

@@ -2,9 +2,17 @@
 
 One engine serves one connection (a pty or a TCP client) to the shared :class:`ChillerModel`. It reproduces
 the behaviour a client must cope with: OUT_* commands never answer and only work in remote mode, refused
-values show up in the next STATUS, a command arriving less than ``pacing_s`` after the previous one gets a
-garbled reply or none at all, replies may carry XON/XOFF bytes, and the first command after the line is opened
-(or after power-up) is lost.
+values show up in the next STATUS, replies may carry XON/XOFF bytes, and the first command after the line is
+opened (or after power-up) is lost.
+
+Pacing as the device does it: it times its 250 ms from the moment it has *finished reading* the previous
+line, which is up to ``jitter_s`` after that line arrived (its own firmware loop; uniform in [0, jitter_s]).
+A line that arrives earlier than that is not read properly: its reply is garbled or missing. Switchable faults
+for tests: ``drop_reply_probability`` (a query is carried out but the reply never leaves the device) and
+:class:`LineFaults` (the next n lines, optionally only those starting with a prefix, are lost on the wire).
+
+Written from the device facts only (manual: 4800 7E1, ``COMMAND[ value]\r`` in, ``reply\r\n`` out, XON/XOFF
+flow control, ``---.--`` for an absent Pt100); nothing here comes from the service's code.
 """
 
 from __future__ import annotations
@@ -13,9 +21,13 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from julabo_fsm.protocol import ABSENT, XOFF, XON
-
 from .model import ChillerModel
+
+XON = 0x11  # DC1, sent by the device's UART for software flow control
+XOFF = 0x13  # DC3
+CR = 0x0D  # a command ends with carriage return
+LF = 0x0A
+ABSENT = "---.--"  # what IN_PV_02 reads when no external Pt100 is plugged in
 
 VERSION_TEXT = "JULABO HIGHTECH FL HL/SL VERSION 4.0"
 MAX_LINE = 64
@@ -31,6 +43,29 @@ class EngineStats:
     pacing_violations: int = 0
     dropped: int = 0
     garbled: int = 0
+    lost: int = 0
+
+
+@dataclass
+class LineFaults:
+    """Lines lost on the wire, shared by every connection of one simulator (fault injection)."""
+
+    pending: list[list] = field(default_factory=list)  # [remaining count, prefix]
+
+    def lose(self, count: int, prefix: str = "") -> None:
+        """The next ``count`` lines (starting with ``prefix`` if given) never reach the device."""
+        if count > 0:
+            self.pending.append([count, prefix])
+
+    def take(self, line: bytes) -> bool:
+        """True when ``line`` is to be lost (and counts it)."""
+        for item in self.pending:
+            if line.startswith(item[1].encode("ascii", "replace")):
+                item[0] -= 1
+                if item[0] <= 0:
+                    self.pending.remove(item)
+                return True
+        return False
 
 
 @dataclass
@@ -41,39 +76,45 @@ class LineEngine:
     rng: random.Random = field(default_factory=random.Random)
     pacing_s: float = 0.25
     pacing_tolerance_s: float = 0.02  # scheduling jitter of this process, not a device margin
+    jitter_s: float = 0.0  # the device finishes reading a line up to this long after it arrived
+    drop_reply_probability: float = 0.0
     xon_probability: float = 0.0
     first_command_lost: bool = True
     version: str = VERSION_TEXT
+    faults: LineFaults = field(default_factory=LineFaults)
     stats: EngineStats = field(default_factory=EngineStats)
     _buffer: bytearray = field(default_factory=bytearray)
-    _last_command: float | None = None
+    _read_done: float | None = None  # when the device finished reading the previous line
     _fresh: bool = True
 
     def reset(self) -> None:
         """The line was (re)opened or the device powered up: partial input is lost, the quirk re-arms."""
         self._buffer.clear()
-        self._last_command = None
+        self._read_done = None
         self._fresh = True
 
     def feed(self, data: bytes, now: float) -> bytes:
         """Consume bytes received at monotonic time ``now``; return the reply bytes to send."""
         out = bytearray()
         for byte in data:
-            if byte in (XON, XOFF, 0x0A):
+            if byte in (XON, XOFF, LF):
                 continue
-            if byte != 0x0D:
+            if byte != CR:
                 if len(self._buffer) < MAX_LINE:
                     self._buffer.append(byte)
                 continue
             line = bytes(self._buffer)
             self._buffer.clear()
+            if self.faults.take(line):
+                self.stats.lost += 1
+                continue  # never reached the device: no effect, no reply, no pacing
             out += self._line(line, now)
         return bytes(out)
 
     # ------------------------------------------------------------------ one command
     def _line(self, raw: bytes, now: float) -> bytes:
-        too_fast = self._last_command is not None and now - self._last_command < self.pacing_s - self.pacing_tolerance_s
-        self._last_command = now
+        too_fast = self._read_done is not None and now - self._read_done < self.pacing_s - self.pacing_tolerance_s
+        self._read_done = now + (self.rng.uniform(0.0, self.jitter_s) if self.jitter_s > 0 else 0.0)
         self.stats.commands += 1
         if self._fresh and self.first_command_lost:
             self._fresh = False
@@ -95,6 +136,9 @@ class LineEngine:
         reply = self.execute(text)
         if reply is None:
             return b""
+        if self.drop_reply_probability and self.rng.random() < self.drop_reply_probability:
+            self.stats.dropped += 1
+            return b""  # carried out, but the reply is lost
         data = reply.encode("ascii") + b"\r\n"
         if garble:
             self.stats.garbled += 1

@@ -21,6 +21,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pty-link", default=None, help="create this symlink to the pty slave (e.g. /tmp/ttyJULABO)")
     p.add_argument("--no-pty", action="store_true", help="serve TCP only")
     p.add_argument("--pacing", type=float, default=0.25, help="minimum seconds between commands")
+    p.add_argument(
+        "--pacing-tolerance", type=float, default=0.02, help="allowance for this process's own scheduling (s)"
+    )
+    p.add_argument(
+        "--jitter", type=float, default=0.0, help="the device finishes reading a line up to this long after it arrived"
+    )
+    p.add_argument("--drop-replies", type=float, default=0.0, help="probability that a query's reply is lost")
     p.add_argument("--xon", type=float, default=0.05, help="probability of XON/XOFF bytes in a reply")
     p.add_argument("--no-first-command-loss", action="store_true", help="answer the first command after opening")
     p.add_argument("--manual", action="store_true", help="start in manual mode (OUT_* commands refused)")
@@ -53,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         pty_link=args.pty_link,
         pty=not args.no_pty,
         pacing_s=args.pacing,
+        pacing_tolerance_s=args.pacing_tolerance,
+        jitter_s=args.jitter,
+        drop_reply_probability=args.drop_replies,
         xon_probability=args.xon,
         first_command_lost=not args.no_first_command_loss,
         time_scale=args.time_scale,

@@ -8,12 +8,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from julabo_fsm.protocol import STATUS_TEXTS
-
 LOW_LEVEL = -1
 EXCESS_TEMPERATURE_WARNING = -3
 LOW_TEMPERATURE_WARNING = -4
 EXCESS_TEMPERATURE_PROTECTOR = -14
+
+# What the device's STATUS command says for each code (HighTech/FP-HL series operating manual, remote
+# control chapter): 00..03 operating state, negative codes alarms, warnings and refused commands.
+STATUS_MESSAGES: dict[int, str] = {
+    0: "MANUAL STOP",
+    1: "MANUAL START",
+    2: "REMOTE STOP",
+    3: "REMOTE START",
+    -1: "LOW LEVEL ALARM",
+    -2: "REFRIGERATION ALARM",
+    -3: "EXCESS TEMPERATURE WARNING",
+    -4: "LOW TEMPERATURE WARNING",
+    -5: "WORKING SENSOR ALARM",
+    -6: "SENSOR DIFFERENCE ALARM",
+    -7: "I2C-BUS ERROR",
+    -8: "INVALID COMMAND",
+    -9: "COMMAND NOT ALLOWED IN CURRENT OPERATING MODE",
+    -10: "VALUE TOO SMALL",
+    -11: "VALUE TOO LARGE",
+    -12: "TEMPERATURE MEASUREMENT ALARM",
+    -13: "WARNING : VALUE EXCEEDS TEMPERATURE LIMITS",
+    -14: "EXCESS TEMPERATURE PROTECTOR ALARM",
+}
 
 
 @dataclass
@@ -119,7 +140,7 @@ class ChillerModel:
             code, self.command_error = self.command_error, None
         else:
             code = self.status_code()
-        return code, STATUS_TEXTS.get(code, "UNKNOWN")
+        return code, STATUS_MESSAGES.get(code, "UNKNOWN")
 
     # ------------------------------------------------------------------ actions (front panel / faults)
     def raise_alarm(self, code: int) -> None:

@@ -3,7 +3,8 @@
 Everything runs on one selector loop (no threads), so the model needs no locking. Control commands are
 text lines on the control TCP port, each answered by one line (``OK …``/``ERR …``; ``state`` answers JSON):
 
-``unplug`` / ``replug``       serial cable pulled / put back: the chiller neither hears nor answers.
+``unplug [seconds]`` / ``replug``  serial cable pulled / put back: the chiller neither hears nor answers
+                             (with ``seconds``: put back by itself after that long, e.g. a 10-minute outage).
 ``drop``                     close the TCP clients (a serial bridge rebooting).
 ``power_fail [seconds]``     mains lost for ``seconds`` (default 3); the chiller comes back stopped with
                              its power-on setpoints, and the first command after power-up is lost.
@@ -13,6 +14,9 @@ text lines on the control TCP port, each answered by one line (``OK …``/``ERR 
 ``external on|off``          external Pt100 plugged in or not (``---.--``).
 ``bath <°C>``                force the bath temperature.
 ``pacing <s>`` / ``xon <p>`` pacing rule and XON/XOFF noise probability.
+``jitter <s>``               the device finishes reading a line up to ``s`` after it arrived (0: off).
+``drop_replies <p>``         probability that a query is carried out but its reply is lost.
+``lose <n> [PREFIX]``        the next ``n`` lines (those starting with PREFIX, e.g. ``OUT_MODE_05``) are lost.
 ``state``                    JSON dump of the model and the per-connection statistics.
 """
 
@@ -30,7 +34,7 @@ import tty
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine import LineEngine
+from .engine import LineEngine, LineFaults
 from .model import EXCESS_TEMPERATURE_PROTECTOR, LOW_LEVEL, ChillerConfig, ChillerModel
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ class SimOptions:
     pty_link: str | None = None
     pty: bool = True
     pacing_s: float = 0.25
+    pacing_tolerance_s: float = 0.02
+    jitter_s: float = 0.0
+    drop_reply_probability: float = 0.0
     xon_probability: float = 0.05
     first_command_lost: bool = True
     time_scale: float = 1.0
@@ -71,6 +78,8 @@ class ChillerSimulator:
         self.rng = random.Random(options.seed)
         self.sel = selectors.DefaultSelector()
         self.unplugged = False
+        self.replug_at: float | None = None
+        self.faults = LineFaults()
         self.power_back_at: float | None = None
         self.running = True
         self.conns: list[_Conn] = []
@@ -90,6 +99,10 @@ class ChillerSimulator:
             self.model,
             rng=random.Random(self.rng.random()),
             pacing_s=o.pacing_s,
+            pacing_tolerance_s=o.pacing_tolerance_s,
+            jitter_s=o.jitter_s,
+            drop_reply_probability=o.drop_reply_probability,
+            faults=self.faults,
             xon_probability=o.xon_probability,
             first_command_lost=o.first_command_lost,
         )
@@ -162,6 +175,8 @@ class ChillerSimulator:
         now = time.monotonic()
         self.model.advance((now - self._last_tick) * self.options.time_scale)
         self._last_tick = now
+        if self.replug_at is not None and now >= self.replug_at:
+            self.control("replug")
         if self.power_back_at is not None and now >= self.power_back_at:
             self.power_back_at = None
             self.model.powered = True
@@ -273,8 +288,10 @@ class ChillerSimulator:
         try:
             if cmd == "unplug":
                 self.unplugged = True
+                self.replug_at = time.monotonic() + float(args[0]) if args else None
             elif cmd == "replug":
                 self.unplugged = False
+                self.replug_at = None
                 for conn in self.conns:
                     conn.engine.reset()
             elif cmd == "drop":
@@ -307,6 +324,16 @@ class ChillerSimulator:
                 for conn in self.conns:
                     conn.engine.pacing_s = float(args[0])
                 self.options.pacing_s = float(args[0])
+            elif cmd in ("jitter", "drop_replies"):
+                value = float(args[0])
+                if value < 0 or (cmd == "drop_replies" and value > 1):
+                    return f"ERR {cmd}: out of range"
+                attr = "jitter_s" if cmd == "jitter" else "drop_reply_probability"
+                for conn in self.conns:
+                    setattr(conn.engine, attr, value)
+                setattr(self.options, attr, value)
+            elif cmd == "lose":
+                self.faults.lose(int(args[0]), args[1] if len(args) > 1 else "")
             elif cmd == "xon":
                 for conn in self.conns:
                     conn.engine.xon_probability = float(args[0])
@@ -335,6 +362,9 @@ class ChillerSimulator:
             "alarm": m.latched_alarm,
             "powered": self.powered,
             "unplugged": self.unplugged,
+            "pacing_s": self.options.pacing_s,
+            "jitter_s": self.options.jitter_s,
+            "drop_reply_probability": self.options.drop_reply_probability,
             "connections": [{"kind": c.kind, **asdict(c.engine.stats)} for c in self.conns],
         }
 

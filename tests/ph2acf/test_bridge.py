@@ -256,7 +256,8 @@ def test_crash_mid_run_is_stored_as_failed_and_raises_an_alarm(
     stopped = events.wait("run_stop")
     alarm = events.wait("error")
     assert stopped["outcome"] == "failed"
-    assert alarm["severity"] == "alarm" and "killed by SIGABRT" in alarm["error"] and "terminate called" in alarm["error"]
+    assert alarm["severity"] == "alarm"
+    assert "killed by SIGABRT" in alarm["error"] and "terminate called" in alarm["error"]
     assert bridge.wait_idle(RUN_TIMEOUT)
     assert operator.wait_for("ph2acf/status", lambda m: m.json()["state"] == "ERROR", timeout=5)
     doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})

@@ -196,6 +196,8 @@ class Server:
         """Die like abort(): every connection drops, nothing listens any more."""
         log.error("abort(): %s", why)
         print(f"ph2acf-sim: abort(): {why}", file=sys.stderr, flush=True)
+        if self._die is not None:
+            self._die(why)  # the real process ends here
         self.died = why
         self.stop.set()
         if self._listener is not None:
@@ -208,8 +210,6 @@ class Server:
                 conn.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 conn.close()
-        if self._die is not None:
-            self._die(why)
 
     def serve_connection(self, conn: socket.socket) -> None:
         unpacker = Unpacker(self.sim.persona.framing)

@@ -18,7 +18,7 @@ from ph2acf_bridge.summary import summarise
 from ph2acf_sim.detector import load_chips
 from ph2acf_sim.histograms import write_results
 
-from trackerdcs.client import DcsClient
+from trackerdcs.client import CommandFailed, DcsClient
 from trackerdcs.config import ConfigError
 
 from .test_bridge import RUN_TIMEOUT, Recorder, start
@@ -120,6 +120,14 @@ def test_tcp_abort_gives_up_after_abort_wait_s_and_says_the_scan_still_runs(
     assert "STILL RUNNING" in events.wait("error")["error"]
     assert proc.poll() is None
     assert bridge.wait_idle(RUN_TIMEOUT)
+    # nothing more is sent to that server until an operator says the scan was stopped there
+    with pytest.raises(CommandFailed, match="left running on the Ph2_ACF server"):
+        start(operator)
+    assert operator.command("ph2acf", "status")["result"]["server_blocked"]["run"] == 0
+    operator.command("ph2acf", "server_stopped", {"operator": "alice"})
+    assert events.wait("server_stopped")["operator"] == "alice"
+    with pytest.raises(CommandFailed, match="no scan is recorded"):
+        operator.command("ph2acf", "server_stopped", {"operator": "alice"})
 
 
 def test_a_protobuf_server_is_recognised_at_once_and_left_alive(

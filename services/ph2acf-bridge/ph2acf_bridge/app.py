@@ -9,6 +9,7 @@ Status ``<root>/status``: ``{"state", "run", "calibration", "progress", "operato
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -181,7 +182,17 @@ class Bridge:
             help="start a calibration run",
         )
         svc.add_command("abort", lambda args: self._abort("operator request"), help="stop the run in progress")
-        svc.add_command("status", lambda args: {**self.status(), "last": self.last}, help="current state")
+        svc.add_command(
+            "status",
+            lambda args: {**self.status(), "last": self.last, "server_blocked": self._server_blocked()},
+            help="current state",
+        )
+        svc.add_command(
+            "server_stopped",
+            self._cmd_server_stopped,
+            [Arg("operator", str)],
+            help="confirm that the scan left running on the Ph2_ACF server has been stopped (TCP mode)",
+        )
         svc.add_command(
             "runs",
             lambda args: {"runs": self.store.runs(args["limit"])},
@@ -189,6 +200,31 @@ class Bridge:
             help="stored runs, newest first",
         )
         svc.add_command("show", self._cmd_show, [Arg("run", int, minimum=0)], help="one stored run document")
+
+    # ------------------------------------------------------------------ a scan left running on the server (TCP)
+    @property
+    def _blocked_file(self) -> Path:
+        return self.settings.state_dir / "tcp_server_busy.json"
+
+    def _server_blocked(self) -> dict[str, Any] | None:
+        """The abandoned run still running on the Ph2_ACF server, if any (kept across bridge restarts)."""
+        try:
+            return json.loads(self._blocked_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _cmd_server_stopped(self, args: dict[str, Any]) -> dict[str, Any]:
+        blocked = self._server_blocked()
+        if blocked is None:
+            raise CommandError("no scan is recorded as left running on the Ph2_ACF server")
+        operator = args["operator"].strip()
+        if not operator:
+            raise CommandError("operator must not be empty")
+        self._blocked_file.unlink(missing_ok=True)
+        log.warning("operator %s confirms run %s was stopped on the Ph2_ACF server", operator, blocked.get("run"))
+        self.svc.event("server_stopped", f"{operator} confirms run {blocked.get('run')} was stopped on the Ph2_ACF "
+                       "server", run=blocked.get("run"), operator=operator)  # fmt: skip
+        return {"cleared": blocked}
 
     def _resolve_config(self, name: str | None) -> Path:
         text = name or self.settings.config_file
@@ -218,6 +254,12 @@ class Bridge:
                     f"a run is already in progress (run {ctx.run if ctx else '?'}, "
                     f"{ctx.calibration if ctx else '?'}, state {RunState(self.machine.state).value}); "
                     "abort it or wait for it to finish"
+                )
+            blocked = self._server_blocked() if self.settings.mode == "tcp" else None
+            if blocked is not None:
+                raise CommandError(
+                    f"run {blocked.get('run')} was left running on the Ph2_ACF server after an abort timed out; "
+                    "stop it there (or restart the server), then send server_stopped"
                 )
             if self.settings.refuse_when_interlock_tripped and self.conditions.interlock_state() not in (None, "OK"):
                 raise CommandError(f"interlock is {self.conditions.interlock_state()}: runs are refused until it is OK")
@@ -338,6 +380,8 @@ class Bridge:
         stop_ts = time.time()
         if end.run is not None:
             ctx.run = end.run
+        if end.left_running:
+            self._blocked_file.write_text(json.dumps({"run": ctx.run, "uid": ctx.uid, "since": stop_ts}))
         outcome = "failed" if (end.error or ctx.timed_out) else ("aborted" if end.aborted else "done")
         error = "run exceeded max_run_s" if ctx.timed_out else end.error
         if outcome == "done":

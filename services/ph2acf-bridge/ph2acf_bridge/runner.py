@@ -26,6 +26,7 @@ class RunEnd:
     run: int | None = None
     result_file: Path | None = None
     log_tail: list[str] = field(default_factory=list)
+    left_running: bool = False  # TCP: the bridge gave up waiting; the scan still runs on the Ph2_ACF server
 
 
 class Runner(Protocol):

@@ -177,6 +177,7 @@ class TcpRunner:
                         "(stop it there, e.g. Ctrl-C in its terminal, before starting another run)"
                     )
                     tail.append(end.error)
+                    end.left_running = True
                     break
         except ProtocolError as exc:
             end.error = str(exc)

@@ -2,10 +2,16 @@
 
 The CA port is chosen once per session (pyepics reads EPICS_CA_* when libca starts, before any test runs);
 the IOC and the service are fresh subprocesses per test, so every test starts from a crate that is off.
+
+The crate serves its enum PVs with the manual's label order (``default``) or with every list reversed
+(``reversed``): the service tests run against both, since IOCs in the field differ. caen-fsm holds the
+interlock permit itself, so the ``interlock`` fixture publishes what the Node-RED interlock publishes
+(retained ``interlock/status``, ``interlock/availability``) as the ``nodered`` account, through the broker.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trackerdcs.client import DcsClient
 from trackerdcs.localbroker import LocalBroker, free_port
 from trackerdcs.localca import loopback_ca_env
 from trackerdcs.supervisor import read_until
@@ -52,7 +59,10 @@ CONFIG = {
     "limits": {"lv": {"V0Set": 14.0}, "hv": {"V0Set": 600.0}, "channels": {"M0_hv": {"V0Set": 350.0}}},
     "deadbands": {"vmon": {"abs": 0.5}, "hv_vmon": {"abs": 0.5}, "lv_vmon": {"abs": 0.5}},
     "service": {"heartbeat_s": 30, "hv_safe_voltage": 5.0},
+    "interlock": {"stale_s": 90},
 }
+#: Enum label lists the simulated crate is run with (caen-sim --enum-labels).
+ENUM_VARIANTS = ("default", "reversed")
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -69,9 +79,10 @@ def _stop(proc: subprocess.Popen | None) -> None:
 class SimCrate:
     """The caen-sim process (real EPICS IOC) with helpers to kill/restart it and inject faults."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, enum_labels: str = "default") -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.enum_labels = enum_labels
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -90,6 +101,8 @@ class SimCrate:
                 "127.0.0.1",
                 "--tick",
                 "0.02",
+                "--enum-labels",
+                self.enum_labels,
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -119,6 +132,67 @@ class SimCrate:
         import epics
 
         return epics.caget(f"{SYSTEM}:{name}", timeout=5, use_monitor=False, **kw)
+
+    @staticmethod
+    def label(name: str) -> str:
+        """The label an enum PV reads (as the IOC names it)."""
+        import epics
+
+        return epics.caget(f"{SYSTEM}:{name}", as_string=True, timeout=5, use_monitor=False)
+
+    def put_label(self, name: str, label: str) -> None:
+        """Write an enum PV by label, as ``caput PV Kill`` does."""
+        import epics
+
+        pv = epics.PV(f"{SYSTEM}:{name}", form="ctrl")
+        assert pv.wait_for_connection(5), name
+        pv.get_ctrlvars()
+        index = [s.lower() for s in pv.enum_strs].index(label.lower())
+        assert pv.put(index, wait=True, timeout=5) == 1, name
+        pv.disconnect()
+
+    def is_on(self, name: str) -> bool:
+        """Whether the Pw PV ``<slot>:<chan>`` reads On, whatever the IOC's label order."""
+        return self.label(f"{name}:Pw").lower() == "on"
+
+
+class InterlockStandIn:
+    """Publishes what the Node-RED interlock publishes, as the ``nodered`` account: a retained
+    ``interlock/status`` document and ``interlock/availability``."""
+
+    def __init__(self, client: DcsClient) -> None:
+        self.client = client
+
+    def publish(self, state: str = "OK", reasons: dict[str, str] | None = None, ts: float | None = None) -> None:
+        reasons = reasons or {}
+        doc = {
+            "state": state,
+            "active": sorted(reasons),
+            "conditions": sorted(reasons),
+            "details": [{"reason": r, "message": r, "action": a, "since": time.time(), "present": True}
+                        for r, a in sorted(reasons.items())],
+            "lv_off_pending": False,
+            "ts": time.time() if ts is None else ts,
+        }  # fmt: skip
+        self._send("interlock/status", json.dumps(doc))
+
+    def ok(self) -> None:
+        self.publish("OK")
+
+    def trip(self, **reasons: str) -> None:
+        """``trip(chiller_not_running="hv_off+lv_off")``: reasons latched with their actions."""
+        self.publish("TRIPPED", reasons)
+
+    def availability(self, payload: str) -> None:
+        self._send("interlock/availability", payload)
+
+    def clear(self) -> None:
+        self._send("interlock/status", "")
+        self._send("interlock/availability", "")
+
+    def _send(self, topic: str, payload: str) -> None:
+        info = self.client.client.publish(topic, payload.encode(), qos=1, retain=True)
+        info.wait_for_publish(5)
 
 
 class CaenProcess:
@@ -163,22 +237,47 @@ class CaenProcess:
 
 
 @pytest.fixture
-def caen_config(tmp_path: Path) -> Path:
-    path = tmp_path / "caen.yml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
+def config_overrides() -> dict:
+    """Top-level keys replacing those of CONFIG for one test (override the fixture in the test module)."""
+    return {}
 
 
 @pytest.fixture
-def crate(tmp_path: Path, caen_config: Path) -> Iterator[SimCrate]:
-    sim = SimCrate(caen_config, tmp_path / "caen-sim.log")
+def caen_config(tmp_path: Path, config_overrides: dict) -> Path:
+    path = tmp_path / "caen.yml"
+    path.write_text(yaml.safe_dump({**CONFIG, **config_overrides}))
+    return path
+
+
+@pytest.fixture(params=ENUM_VARIANTS)
+def enum_labels(request: pytest.FixtureRequest) -> str:
+    """The crate's enum label lists: the manual's order, then every list reversed."""
+    return request.param
+
+
+@pytest.fixture
+def crate(tmp_path: Path, caen_config: Path, enum_labels: str) -> Iterator[SimCrate]:
+    sim = SimCrate(caen_config, tmp_path / "caen-sim.log", enum_labels)
     sim.start()
     yield sim
     sim.stop()
 
 
 @pytest.fixture
-def caen(broker: LocalBroker, crate: SimCrate, caen_config: Path, tmp_path: Path, operator) -> Iterator[CaenProcess]:
+def interlock(broker: LocalBroker) -> Iterator[InterlockStandIn]:
+    """The interlock's published state, OK and online to start with; cleared (retained messages deleted) after."""
+    with DcsClient(broker.settings("nodered")) as client:
+        stand_in = InterlockStandIn(client)
+        stand_in.availability("online")
+        stand_in.ok()
+        yield stand_in
+        stand_in.clear()
+
+
+@pytest.fixture
+def caen(
+    broker: LocalBroker, crate: SimCrate, caen_config: Path, tmp_path: Path, operator, interlock
+) -> Iterator[CaenProcess]:
     """caen-fsm running against ``crate``; returns once its system status says connected and OFF."""
     svc = CaenProcess(broker, caen_config, tmp_path / "caen-fsm.log")
     started = time.time()

@@ -66,7 +66,13 @@ def test_shipped_example_loads():
     [
         ({"global": {"hv": {"setV": 900.0}}, "limits": {"hv": {"V0Set": 600}}}, "above the configured limit 600"),
         ({"global": {"hv": {"bogus": 1}}}, "unknown hv setting 'bogus'"),
-        ({"global": {"hv": {"tripMode": "Explode"}}}, "PDwn must be one of Kill, Ramp"),
+        ({"global": {"hv": {"tripMode": "Explode"}}}, "PDwn must be one of the labels Kill, Ramp"),
+        ({"global": {"hv": {"tripMode": 0}}}, "PDwn must be one of the labels Kill, Ramp, got 0"),  # no index
+        ({"interlock": {"required": "no"}}, "interlock.required: must be true or false"),
+        ({"interlock": {"stale_s": 0}}, "interlock.stale_s: must be a positive number"),
+        ({"interlock": {"on_silent": "ignore"}}, "interlock.on_silent: one of hv_off, alarm"),
+        ({"interlock": {"status_topic": "interlock/#"}}, "without wildcards"),
+        ({"interlock": {"stale": 3}}, "interlock: unknown key"),
         ({"channels": {"0": {"module": "a", "lv": [0, 0], "hv": [0, 0]}}}, "already used"),
         ({"channels": {"0": {"module": "a/b", "lv": [0, 0], "hv": [12, 0]}}}, "module name"),
         ({"channels": {}}, "at least one channel"),
@@ -78,6 +84,14 @@ def test_bad_configs_are_refused_with_the_location(patch, message):
     base.update(patch)
     with pytest.raises(ConfigError, match=message):
         parse_config(base)
+
+
+def test_the_interlock_permit_is_required_unless_switched_off_explicitly():
+    assert parse_config(yaml.safe_load(PROTOTYPE_LIST_SHAPE)).interlock.required is True
+    shipped = parse_config(load_yaml(EXAMPLE, env={})).interlock
+    assert shipped.required is True and shipped.status_topic == "interlock/status" and shipped.on_silent == "hv_off"
+    bench = parse_config({**yaml.safe_load(PROTOTYPE_LIST_SHAPE), "interlock": {"required": False}})
+    assert bench.interlock.required is False
 
 
 def test_limits_refuse_out_of_range_setpoints_with_a_clear_message():

@@ -14,8 +14,9 @@ from trackerdcs.service import Service
 
 from .ca_adapter import CaAdapter
 from .config import CaenConfig
-from .fsm import CommandRefused, Outcome, Plant
-from .pvnames import SETTABLE, canonical_param
+from .fsm import CommandRefused, Event, Outcome, Plant
+from .permit import Permit, PermitView
+from .pvnames import PARAMS, SETTABLE, canonical_param
 from .states import Command, Kind
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 #: Most CA updates applied under the plant lock at once after the first full connect (50,000 while connecting).
 STEADY_MAX_BATCH = 256
 ALL_SETTABLE = sorted({*SETTABLE[Kind.LV], *SETTABLE[Kind.HV]})
+#: Parameters whose increase can raise a channel's output voltage (refused without the interlock permit).
+RAISING = ("V0Set", "I0Set")
+#: How often the interlock permit is re-evaluated without a message (staleness, resending off).
+PERMIT_TICK_S = 0.25
 
 
 class CaenApp:
@@ -43,20 +48,121 @@ class CaenApp:
         self.service.health.extra.update(
             {"pvs_total": len(self.adapter.pvnames), "pvs_connected": 0, "ca_updates": 0, "ca_puts": 0}
         )
+        self.permit = Permit(config.interlock)
+        self._permit_lock = threading.Lock()  # guards self.permit (fed on the MQTT thread)
+        self._permit_wake = threading.Event()
+        self._permit_thread: threading.Thread | None = None
+        self._last_view: PermitView | None = None
+        self._heard = False  # the interlock was heard (fresh status) at least once
+        self._lost_reported = False
+        self._stop = threading.Event()
         self._register_commands()
         self.started = time.monotonic()
         self.connected_after_s: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        il = self.config.interlock
+        if il.required:
+            self.service.subscribe(il.status_topic, self._on_permit_status)
+            self.service.subscribe(il.availability_topic, self._on_permit_availability)
+            log.info(
+                "interlock permit: power-on only while %s is fresh (< %g s) and OK; when it goes silent: %s",
+                il.status_topic,
+                il.stale_s,
+                il.on_silent,
+            )
+        else:
+            log.warning(
+                "interlock permit NOT enforced (interlock.required: false): lv_on/hv_on are accepted without an "
+                "interlock. Only for a bench without chiller; never on a cooled stand."
+            )
         self.service.start()
         self.adapter.start()
         with self.lock:
+            self.plant.interlock_state = self._view().state.value
             self._publish(self.plant.apply(now=time.monotonic()), everything=True)
+        self._permit_thread = threading.Thread(target=self._permit_loop, name="interlock-permit", daemon=True)
+        self._permit_thread.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        self._permit_wake.set()
+        if self._permit_thread is not None:
+            self._permit_thread.join(timeout=5)
         self.adapter.stop()
         self.service.stop()
+
+    # ------------------------------------------------------------------ interlock permit
+    def _on_permit_status(self, msg) -> None:
+        with self._permit_lock:
+            self.permit.on_status(bytes(msg.payload), time.monotonic())
+        self._permit_wake.set()
+
+    def _on_permit_availability(self, msg) -> None:
+        with self._permit_lock:
+            self.permit.on_availability(bytes(msg.payload))
+        self._permit_wake.set()
+
+    def _view(self) -> PermitView:
+        with self._permit_lock:
+            return self.permit.view(time.monotonic(), time.time())
+
+    def _permit_loop(self) -> None:
+        while not self._stop.is_set():
+            self._permit_wake.wait(PERMIT_TICK_S)
+            self._permit_wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._enforce_permit()
+            except Exception:
+                log.exception("interlock permit evaluation failed")
+
+    def _enforce_permit(self) -> None:
+        """Follow the permit: an event at each change; HV off (and LV, HV first, for chiller reasons) while the
+        interlock demands it; HV off when the interlock goes silent (``on_silent: hv_off``, the default)."""
+        il = self.config.interlock
+        view = self._view()
+        last, self._last_view = self._last_view, view
+        now = time.monotonic()
+        if not view.silent:
+            self._heard = True
+        # silent: after having been heard, or never heard within stale_s of the start
+        lost = view.silent and (self._heard or now - self.started > il.stale_s)
+        with self.lock:
+            out = Outcome()
+            if last is None or last.state != view.state or last.reasons != view.reasons:
+                self.plant.interlock_state = view.state.value
+                out.system = True
+                if not lost:
+                    out.events.append(self._permit_event(view))
+            if lost and not self._lost_reported:
+                what = "HV switched off" if il.on_silent == "hv_off" else "nothing switched"
+                out.events.append(
+                    Event(
+                        "interlock_lost",
+                        f"interlock not heard ({view.state.value}: {view.detail}); power-on refused, {what}",
+                        "alarm",
+                        {"interlock": view.state.value, "reasons": []},
+                    )
+                )
+            self._lost_reported = lost
+            if view.demands_off:
+                why = f"interlock {view.state.value} ({', '.join(view.reasons) or 'no reason given'})"
+                out.merge(self.plant.enforce_off(bool(view.lv_reasons), now, why, il.resend_s))
+            elif lost and il.on_silent == "hv_off":
+                out.merge(self.plant.enforce_off(False, now, f"interlock {view.state.value}", il.resend_s))
+            self._execute(out)
+            snapshots = self._snapshots(out)
+        self._send(snapshots, out)
+
+    @staticmethod
+    def _permit_event(view: PermitView) -> Event:
+        data = {"interlock": view.state.value, "reasons": list(view.reasons)}
+        if view.granted:
+            return Event("interlock_permit", f"interlock {view.state.value}: power-on permitted", "info", data)
+        return Event("interlock_permit", view.refusal("power-on"), "warning" if view.silent else "info", data)
 
     # ------------------------------------------------------------------ CA updates
     def _on_ca(self, values: list[tuple[str, Any]], conns: list[tuple[str, bool]]) -> None:
@@ -155,22 +261,46 @@ class CaenApp:
         return out.result
 
     def _module_command(self, cmd: Command):
+        switches_on = cmd in (Command.LV_ON, Command.HV_ON)
+
+        def decide(args: dict[str, Any]) -> Outcome:
+            if switches_on:
+                view = self._view()
+                if not view.granted:
+                    raise CommandRefused(view.refusal(cmd.value))
+            return self.plant.command(cmd, args.get("modules"), now=time.monotonic())
+
         def handler(args: dict[str, Any]) -> dict[str, Any]:
-            return self._run(lambda: self.plant.command(cmd, args.get("modules"), now=time.monotonic()))
+            return self._run(lambda: decide(args))
 
         return handler
 
     def _cmd_set(self, args: dict[str, Any]) -> dict[str, Any]:
         def decide() -> Outcome:
             ch = self._target_channel(args)
-            value = args["value"]
-            if isinstance(value, (dict, list)) or value is None:
-                raise CommandRefused("'value' must be a number or an enum label")
-            if canonical_param(args["param"], ch.cfg.kind) == "Pw":
+            param = canonical_param(args["param"], ch.cfg.kind)
+            if param == "Pw":
                 raise CommandRefused("Pw cannot be set directly: use lv_on/lv_off/hv_on/hv_off")
+            value = args["value"]
+            if param in PARAMS[ch.cfg.kind]:
+                spec = PARAMS[ch.cfg.kind][param]
+                # no conversion of the JSON type: "12" is not a number, 1 is not an enum label
+                value = Arg("value", str if spec.enum else int if spec.integer else float).coerce(value)
+                if param in RAISING:
+                    self._refuse_raise_without_permit(ch, param, value)
+            elif isinstance(value, (dict, list)) or value is None:
+                raise CommandRefused("'value' must be a number or an enum label")
             return self.plant.set_param(ch, args["param"], value)
 
         return self._run(decide)
+
+    def _refuse_raise_without_permit(self, ch, param: str, value: float) -> None:
+        view = self._view()
+        if view.granted:
+            return
+        current = ch.values.get(param)
+        if current is None or float(value) > float(current):
+            raise CommandRefused(view.refusal(f"raising {ch.name} {param} to {value:g}"))
 
     def _target_channel(self, args: dict[str, Any]):
         p = self.plant

@@ -1,9 +1,19 @@
 """Channel Access adapter (pyepics low-level ``epics.ca``): bulk connect, monitors, non-blocking puts.
 
 All channels are created at once without waiting; each connection callback queues the event and the worker
-thread subscribes (native type, value+alarm mask) the first time a channel connects. CA re-establishes
-subscriptions by itself after an IOC restart. Callbacks run on CA threads and only enqueue; the
-``handler`` passed to :class:`CaAdapter` runs on the adapter's worker thread with batches of updates.
+thread subscribes (native type, value+alarm mask) the first time a channel connects. Enum PVs are subscribed
+with their control information, so every update carries the IOC's labels (:class:`~caen_fsm.enums.EnumReading`)
+and the service never assumes an index order. CA re-establishes subscriptions by itself after an IOC restart.
+Callbacks run on CA threads and only enqueue; the ``handler`` passed to :class:`CaAdapter` runs on the
+adapter's worker thread with batches of updates.
+
+Reconnection after a long outage: libca searches a lost channel again with a period that doubles up to
+EPICS_CA_MAX_SEARCH_PERIOD (60 s at least) and only restarts fast searching when it hears a beacon anomaly
+through a CA repeater. Without a repeater (none ships with pyepics or epicscorelibs, and none runs in the pod)
+a crate that was down for minutes was found again only after tens of seconds to minutes. While PVs are
+disconnected the worker therefore recreates the channel of one of them (one that used to connect) every
+``probe_s``, once no connection event came for ``probe_s``: a new channel is searched at once. When that
+*probe* connects the IOC is answering, and every other disconnected channel is recreated (searched at once).
 
 The EPICS_CA_* environment must be set before this module is imported (pyepics reads it at libca init).
 """
@@ -21,6 +31,8 @@ from typing import Any
 
 from epics import ca, dbr
 
+from .enums import EnumReading
+
 log = logging.getLogger(__name__)
 MASK = dbr.DBE_VALUE | dbr.DBE_ALARM
 
@@ -31,7 +43,14 @@ Handler = Callable[[list[tuple[str, Any]], list[tuple[str, bool]]], None]
 class CaAdapter:
     """Connects a fixed list of PVs and streams their values and connection changes to ``handler``."""
 
-    def __init__(self, pvnames: Iterable[str], handler: Handler, idle_s: float = 0.5, max_batch: int = 50_000) -> None:
+    def __init__(
+        self,
+        pvnames: Iterable[str],
+        handler: Handler,
+        idle_s: float = 0.5,
+        max_batch: int = 50_000,
+        probe_s: float = 1.0,
+    ) -> None:
         self.pvnames = list(dict.fromkeys(pvnames))
         self.handler = handler
         self.idle_s = idle_s
@@ -45,14 +64,22 @@ class CaAdapter:
         self._thread: threading.Thread | None = None
         self.updates = 0
         self.puts = 0
+        self.probe_s = probe_s  # 0 disables the probe
+        self._ever: set[str] = set()  # PVs that connected at least once
+        self._probe: str | None = None  # the PV recreated last as a probe
+        self._probe_at = 0.0
+        self._last_change = time.monotonic()  # of the latest connection event
+        self.probe_hits = 0
 
     # ------------------------------------------------------------------ CA-thread callbacks (enqueue only)
     def _on_connection(self, pvname: str | None = None, conn: bool = False, **_: Any) -> None:
         if pvname is not None:
             self._queue.put(("c", pvname, conn))
 
-    def _on_value(self, pvname: str | None = None, value: Any = None, **_: Any) -> None:
+    def _on_value(self, pvname: str | None = None, value: Any = None, enum_strs: Any = None, **_: Any) -> None:
         if pvname is not None:
+            if enum_strs is not None:
+                value = EnumReading(int(value), tuple(str(s) for s in enum_strs))
             self._queue.put(("v", pvname, value))
 
     # ------------------------------------------------------------------ lifecycle
@@ -113,14 +140,41 @@ class CaAdapter:
                 self.handler(values, conns)
             except Exception:
                 log.exception("update handler failed")
+            self._probe_tick(time.monotonic())
+
+    # ------------------------------------------------------------------ reconnection probe (worker thread)
+    def _probe_tick(self, now: float) -> None:
+        """While PVs are lost: recreate one of them (one that used to connect) every ``probe_s``."""
+        if self.probe_s <= 0 or now - self._probe_at < self.probe_s or now - self._last_change < self.probe_s:
+            return  # not due, or channels are (re)connecting by themselves right now
+        with self._lock:
+            lost = [n for n in self.pvnames if n not in self._connected]
+            if not lost:
+                self._probe = None
+                return
+            self._probe_at = now
+            known = [n for n in lost if n in self._ever]
+            name = (known or lost)[0]
+            self._probe = name
+            self._recreate_locked(name)
+        ca.flush_io()
+
+    def _probe_answered_locked(self) -> None:
+        """The probe connected: the IOC answers; search every other lost PV at once."""
+        name, self._probe = self._probe, None
+        self.probe_hits += 1
+        count = self._reconnect_locked()
+        log.info("IOC answers again (probe %s connected): recreated %d disconnected channels", name, count)
 
     def _connection_changed(self, name: str, conn: bool) -> None:
         with self._lock:
             self._connection_changed_locked(name, conn)
 
     def _connection_changed_locked(self, name: str, conn: bool) -> None:
+        self._last_change = time.monotonic()
         if conn:
             self._connected.add(name)
+            self._ever.add(name)
             if name not in self._subs:
                 chid = self._chids.get(name)
                 if chid is not None:
@@ -128,6 +182,8 @@ class CaAdapter:
                         self._subs[name] = self._subscribe(chid)
                     except ca.ChannelAccessException:
                         log.exception("cannot subscribe to %s", name)
+            if name == self._probe:
+                self._probe_answered_locked()
         else:
             self._connected.discard(name)
 
@@ -136,8 +192,12 @@ class CaAdapter:
         channel, which dominate the connect time at 10k+ PVs; the worker flushes once per batch."""
         cb_event = getattr(ca, "_CB_EVENT", None)
         if cb_event is None:  # pyepics internals changed: fall back to the public call
-            return ca.create_subscription(chid, mask=MASK, callback=self._on_value)
-        ftype = ca.promote_fieldtype(ca.field_type(chid), use_time=False, use_ctrl=False)
+            return ca.create_subscription(
+                chid, mask=MASK, callback=self._on_value, use_ctrl=ca.field_type(chid) == dbr.ENUM
+            )
+        native = ca.field_type(chid)
+        # enums with their control information: every update carries the IOC's labels
+        ftype = ca.promote_fieldtype(native, use_time=False, use_ctrl=native == dbr.ENUM)
         uarg = ctypes.py_object(self._on_value)
         evid = ctypes.c_void_p()
         ret = ca.libca.ca_create_subscription(ftype, 0, chid, MASK, cb_event, uarg, ctypes.byref(evid))
@@ -168,14 +228,18 @@ class CaAdapter:
     def _reconnect_locked(self) -> int:
         stale = [n for n in self.pvnames if n not in self._connected]
         for name in stale:
-            chid = self._chids.pop(name, None)
-            self._subs.pop(name, None)
-            if chid is not None:
-                with contextlib.suppress(ca.ChannelAccessException):
-                    ca.clear_channel(chid)
-            self._chids[name] = ca.create_channel(name, connect=False, auto_cb=False, callback=self._on_connection)
+            self._recreate_locked(name)
         ca.flush_io()
         return len(stale)
+
+    def _recreate_locked(self, name: str) -> None:
+        """Clear the channel of ``name`` and create it again: libca searches a new channel at once."""
+        chid = self._chids.pop(name, None)
+        self._subs.pop(name, None)
+        if chid is not None:
+            with contextlib.suppress(ca.ChannelAccessException):
+                ca.clear_channel(chid)
+        self._chids[name] = ca.create_channel(name, connect=False, auto_cb=False, callback=self._on_connection)
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until every PV is connected or ``timeout`` passed."""

@@ -10,6 +10,7 @@ Two channel-list shapes of the 2020 prototype are accepted, plus our additions::
     limits: {lv: {V0Set: 14}, hv: {V0Set: {max: 600}}, channels: {M0_hv: {V0Set: 350}}}
     deadbands: {vmon: {abs: 0.05}, imon: {abs: 0.001}}
     service: {hv_safe_voltage: 10, lv_off_timeout_s: 900}
+    interlock: {required: true, stale_s: 90, on_silent: hv_off}   # the permit (see caen_fsm.permit)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from trackerdcs.config import ConfigError
 from trackerdcs.deadband import Deadband
 
+from .permit import ON_SILENT_CHOICES, InterlockSettings
 from .pvnames import PARAMS, SETTABLE, canonical_param
 from .states import Kind
 
@@ -82,13 +84,14 @@ class ChannelConfig:
             )
         spec = PARAMS[self.kind][canonical]
         if spec.enum is not None:
+            # a label, never an index: the index order is the IOC's, learnt when the PV connects
             if isinstance(value, str):
                 for label in spec.enum:
                     if label.lower() == value.lower():
                         return label
-            elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(spec.enum):
-                return spec.enum[value]
-            raise ValueError(f"{self.name}: {canonical} must be one of {', '.join(spec.enum)}, got {value!r}")
+            raise ValueError(
+                f"{self.name}: {canonical} must be one of the labels {', '.join(spec.enum)}, got {value!r}"
+            )
         number = _number(value, integer=spec.integer)
         if number is None:
             kind = "an integer (or 0b/0x string)" if spec.integer else "a finite number"
@@ -128,6 +131,7 @@ class CaenConfig:
     hv_safe_voltage: float = 10.0
     lv_off_timeout_s: float = 900.0
     apply_settings_on_switch_on: bool = True
+    interlock: InterlockSettings = field(default_factory=InterlockSettings)
 
     def channel_by_address(self) -> dict[tuple[int, int], ChannelConfig]:
         return {(c.slot, c.channel): c for c in self.channels.values()}
@@ -226,6 +230,39 @@ def _deadbands(raw: Any) -> dict[str, Deadband]:
     return out
 
 
+def _interlock(raw: Any) -> InterlockSettings:
+    """``interlock:`` -> :class:`InterlockSettings` (absent: required, defaults)."""
+    if raw is None:
+        return InterlockSettings()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("interlock: must be a mapping")
+    known = {"required", "status_topic", "availability_topic", "stale_s", "on_silent", "resend_s"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"interlock: unknown key(s) {', '.join(unknown)}")
+    required = raw.get("required", True)
+    if not isinstance(required, bool):
+        raise ConfigError(f"interlock.required: must be true or false, got {required!r}")
+    values: dict[str, Any] = {"required": required}
+    for key in ("stale_s", "resend_s"):
+        if key in raw:
+            number = _number(raw[key])
+            if isinstance(raw[key], str) or number is None or number <= 0:
+                raise ConfigError(f"interlock.{key}: must be a positive number, got {raw[key]!r}")
+            values[key] = number
+    for key in ("status_topic", "availability_topic"):
+        if key in raw:
+            topic = raw[key]
+            if not isinstance(topic, str) or not topic or any(c in topic for c in "#+"):
+                raise ConfigError(f"interlock.{key}: must be a topic name without wildcards, got {topic!r}")
+            values[key] = topic
+    if "on_silent" in raw:
+        if raw["on_silent"] not in ON_SILENT_CHOICES:
+            raise ConfigError(f"interlock.on_silent: one of {', '.join(ON_SILENT_CHOICES)}, got {raw['on_silent']!r}")
+        values["on_silent"] = raw["on_silent"]
+    return InterlockSettings(**values)
+
+
 def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
     """Validate a loaded YAML mapping into a :class:`CaenConfig`; raise ConfigError with the location."""
     system = str(cfg.get("system", cfg.get("sysname", DEFAULT_SYSTEM)))
@@ -321,6 +358,7 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
     if unknown:
         raise ConfigError(f"service: unknown key(s) {', '.join(unknown)}")
     return CaenConfig(
+        interlock=_interlock(cfg.get("interlock")),
         system=system,
         root=root,
         channels=channels,

@@ -19,7 +19,11 @@ Safety rules implemented here:
   channel reads OFF below ``hv_safe_voltage`` (sequenced by :meth:`Plant.apply`, not blocking);
 * if a module's LV goes off, trips or is unplugged while its HV is switched on, HV is switched off
   ("interlock" event);
-* nothing is ever switched on except by ``lv_on``/``hv_on``: connection, reconnection and updates only read.
+* nothing is ever switched on except by ``lv_on``/``hv_on``: connection, reconnection and updates only read;
+* after a (re)connect a channel stays DISCONNECTED until every one of its PVs has sent a value since: nothing
+  cached from before a disconnect is kept, published or acted on;
+* enum PVs (Pw, PDwn, ImRange, ClearAlarm) are written and read by label, with the IOC's own label list
+  (:mod:`caen_fsm.enums`); a label the IOC does not offer refuses the command.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any
 from transitions import Machine
 
 from .config import CaenConfig, ChannelConfig
-from .pvnames import CLEAR_ALARM, PARAMS, channel_pv, crate_pv
+from .enums import EnumReading, LabelError, index_of, same_label
+from .pvnames import CLEAR_ALARM, PARAMS, canonical_param, channel_pv, crate_pv
 from .states import ChannelState, Command, Kind, ModuleState, SystemState
 from .status_bits import channel_state, decode
 
@@ -132,20 +137,48 @@ class ChannelModel:
         self.cfg = cfg
         self.name = cfg.name
         self.pvs = {p: channel_pv(system, cfg.slot, cfg.channel, p) for p in PARAMS[cfg.kind]}
-        self.values: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}  # only values read since the PV's latest connect
+        self.labels: dict[str, tuple[str, ...]] = {}  # enum labels as the IOC gave them (same lifetime)
         self.disconnected: set[str] = set(self.pvs.values())
+        self.fresh: set[str] = set()  # PVs with a value since their latest connect
         self.overrides: dict[str, Any] = {}  # runtime 'set' values, re-applied before switching on
 
     @property
     def connected(self) -> bool:
-        return not self.disconnected
+        """Every PV connected *and* read since it (re)connected: only then is the channel known."""
+        return not self.disconnected and len(self.fresh) == len(self.pvs)
+
+    def lose(self, pv: str, param: str) -> None:
+        """The PV disconnected: forget what it said (a value from before a disconnect is never current)."""
+        self.disconnected.add(pv)
+        self.fresh.discard(pv)
+        self.values.pop(param, None)
+        self.labels.pop(param, None)
 
     def derive(self) -> ChannelState:
         return channel_state(self.values.get("Status"), self.connected)
 
+    def label(self, param: str) -> str | None:
+        """The label an enum PV reads (None when not read or not an enum)."""
+        labels, value = self.labels.get(param), self.values.get(param)
+        if labels is None or value is None or not 0 <= int(value) < len(labels):
+            return None
+        return labels[int(value)]
+
     @property
     def on(self) -> bool:
-        return self.values.get("Pw") == 1
+        return same_label(self.label("Pw"), "On")
+
+    def encode(self, param: str, value: Any) -> float | int:
+        """The number to put on ``param`` for ``value`` (enum labels: their index in the IOC's list)."""
+        spec = PARAMS[self.cfg.kind][param]
+        if spec.enum is not None:
+            return index_of(self.pvs[param], self.labels.get(param), str(value))
+        return int(value) if spec.integer else float(value)
+
+    def pw_put(self, on: bool) -> Put:
+        """The put switching this channel on or off (raises :class:`LabelError` if Pw's labels are unknown)."""
+        return Put(self.pvs["Pw"], self.encode("Pw", "On" if on else "Off"))
 
     def snapshot(self) -> dict[str, Any]:
         v = self.values
@@ -163,6 +196,8 @@ class ChannelModel:
             "i0set": _num(v.get("I0Set")),
             "status": None if v.get("Status") is None else int(v["Status"]),
             "flags": decode(v.get("Status")),
+            "pdwn": self.label("PDwn"),
+            "imrange": self.label("ImRange"),
         }
 
     def desired(self) -> dict[str, Any]:
@@ -278,6 +313,10 @@ class Plant:
         self._connected = False
         self._module_of = {ch: m.name for m in self.modules.values() for ch in (m.lv.name, m.hv.name)}
         self._pending: Outcome = Outcome()
+        self.interlock_state = "MISSING"  # the permit as last evaluated (published in the system status)
+        self.clear_alarm_reading: Any = None  # latest ClearAlarm reading (EnumReading or number)
+        self._unlabelled_reported: set[str] = set()
+        self._enforced_at: dict[str, float] = {}  # module -> when the interlock last switched it off
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -293,40 +332,73 @@ class Plant:
         """Feed PV values and connection changes (and the time, for sequence timeouts); get what to do."""
         out = Outcome()
         touched: set[str] = set()
-        rederive: set[str] = set()  # channels whose state may have changed (Status or a connection)
+        rederive: set[str] = set()  # channels whose state may have changed (Status or readiness)
+        before: dict[str, bool] = {}  # readiness of each touched channel before this batch
         for pv, conn in connections:
             entry = self.pv_index.get(pv)
             if entry is None:
+                if pv == self.clear_alarm_pv and not conn:
+                    self.clear_alarm_reading = None
                 continue
-            ch, _ = entry
+            ch, param = entry
+            before.setdefault(ch.name, ch.connected)
             if conn:
-                ch.disconnected.discard(pv)
+                ch.disconnected.discard(pv)  # connected, but not known until it sends a value
             else:
-                ch.disconnected.add(pv)
+                ch.lose(pv, param)
             touched.add(ch.name)
-            rederive.add(ch.name)
         for pv, value in values:
             entry = self.pv_index.get(pv)
             if entry is None:
+                if pv == self.clear_alarm_pv:
+                    self.clear_alarm_reading = value
                 continue
             ch, param = entry
+            if pv in ch.disconnected:
+                continue  # an update overtaken by the loss of its PV: nothing from before a disconnect
+            before.setdefault(ch.name, ch.connected)
+            if isinstance(value, EnumReading):
+                ch.labels[param] = value.labels
+                value = value.index
+            elif PARAMS[ch.cfg.kind][param].enum is not None:
+                self._unlabelled(pv, out)
+                continue  # an enum without labels cannot be decoded: the channel stays unknown
             ch.values[param] = value
+            ch.fresh.add(pv)
             touched.add(ch.name)
             if param == "Status":
                 rederive.add(ch.name)
+        readiness_changed = False
+        for name, was in before.items():
+            if self.channels[name].connected != was:
+                rederive.add(name)
+                readiness_changed = True
         out.channels |= touched
         changed = False
-        for name in rederive:  # the channel state depends only on Status and the connections
+        for name in rederive:  # the channel state depends only on Status and the readiness
             changed |= self._observe_channel(self.channels[name], out)
         modules = {self._module_of[n] for n in touched if n in self._module_of}
         modules |= self._sequenced
         for name in modules:
             changed |= self._observe_module(self.modules[name], out, now)
-        if connections:
+        if readiness_changed:
             self._connected = all(c.connected for c in self.channels.values())
-        if changed or connections or not self.ever_connected:
+        if changed or readiness_changed or connections or not self.ever_connected:
             self._observe_system(out)
         return out
+
+    def _unlabelled(self, pv: str, out: Outcome) -> None:
+        if pv in self._unlabelled_reported:
+            return
+        self._unlabelled_reported.add(pv)
+        out.events.append(
+            Event(
+                "enum_unknown",
+                f"{pv} sent a value without enum labels: its channel stays unknown (no index is guessed)",
+                "alarm",
+                {"pv": pv},
+            )
+        )
 
     def _observe_channel(self, ch: ChannelModel, out: Outcome) -> bool:
         new = ch.derive()
@@ -381,7 +453,7 @@ class Plant:
         if lv_lost and m.hv.connected and m.hv.on:
             if m.interlock_armed:
                 m.interlock_armed = False
-                out.puts.append(Put(m.hv.pvs["Pw"], 0))
+                self._off(m.hv, out)
                 out.events.append(
                     Event(
                         "interlock",
@@ -406,7 +478,7 @@ class Plant:
                 )
             elif self._hv_is_off(m):
                 m.lv_off_pending_since = None
-                out.puts.append(Put(m.lv.pvs["Pw"], 0))
+                self._off(m.lv, out)
                 out.events.append(
                     Event("lv_off_done", f"module {m.name}: HV is off, LV switched off", "info", {"module": m.name})
                 )
@@ -421,6 +493,14 @@ class Plant:
                     )
                 )
         return changed
+
+    @staticmethod
+    def _off(ch: ChannelModel, out: Outcome) -> None:
+        """Switch ``ch`` off; an alarm event if its Pw labels are unknown (nothing can be written then)."""
+        try:
+            out.puts.append(ch.pw_put(False))
+        except LabelError as exc:
+            out.events.append(Event("switch_off_failed", str(exc), "alarm", {"channel": ch.name}))
 
     def _hv_is_off(self, m: ModuleModel) -> bool:
         vmon = m.hv.values.get("VMon")
@@ -478,6 +558,7 @@ class Plant:
         return {
             "state": self.system.state.value,
             "connected": self.connected,
+            "interlock": self.interlock_state,
             "modules_total": total,
             "modules_hv_on": hv_on,
             "modules_tripped": tripped,
@@ -513,8 +594,11 @@ class Plant:
                 if cmd == Command.LV_ON and m.lv_off_pending_since is not None:
                     m.lv_off_pending_since = None
                     out.events.append(Event("sequence_aborted", f"module {m.name}: LV-off cancelled by lv_on"))
-                out.puts += self.settings_puts(ch)
-                out.puts.append(Put(ch.pvs["Pw"], 1))
+                try:
+                    out.puts += self.settings_puts(ch)
+                    out.puts.append(ch.pw_put(True))
+                except LabelError as exc:
+                    raise CommandRefused(f"{cmd.value} refused for {m.name}: {exc}") from None
             out.result = {"modules": [m.name for m in modules]}
             return out
         # switching off: best effort on every reachable module, report the unreachable ones
@@ -527,10 +611,10 @@ class Plant:
         sequenced: list[str] = []
         for m in reachable:
             m.trigger(cmd.value)
-            out.puts.append(Put(m.hv.pvs["Pw"], 0))
+            self._off(m.hv, out)
             if cmd == Command.LV_OFF:
                 if self._hv_is_off(m):
-                    out.puts.append(Put(m.lv.pvs["Pw"], 0))
+                    self._off(m.lv, out)
                 else:
                     if m.lv_off_pending_since is None:
                         m.lv_off_pending_since = now
@@ -553,6 +637,52 @@ class Plant:
                 f"{cmd.value} sent to {len(reachable)} module(s) but NOT to disconnected module(s): "
                 f"{', '.join(unreachable)}"
             )
+        return out
+
+    def enforce_off(self, lv: bool, now: float, why: str, resend_s: float = 5.0) -> Outcome:
+        """Switch HV off on every channel that is on (and LV too if ``lv``: HV first, as ``lv_off`` does),
+        again every ``resend_s`` while a channel still reads on. Used for the interlock permit."""
+        out = Outcome()
+        acted: list[str] = []
+
+        def due(name: str) -> bool:
+            last = self._enforced_at.get(name)
+            return last is None or now - last >= resend_s
+
+        for m in self.modules.values():
+            if not due(m.name):
+                continue
+            hit = False
+            if m.hv.connected and m.hv.on:
+                self._off(m.hv, out)
+                hit = True
+            if lv and m.lv.connected and m.lv.on and m.lv_off_pending_since is None:
+                if self._hv_is_off(m) and not hit:
+                    self._off(m.lv, out)
+                else:
+                    m.lv_off_pending_since = now  # LV follows once HV reads off (see apply)
+                hit = True
+            if hit:
+                self._enforced_at[m.name] = now
+                acted.append(m.name)
+        for ch in self.channels.values():  # channels outside modules
+            if ch.name in self._module_of or not due(ch.name) or not (ch.connected and ch.on):
+                continue
+            if ch.cfg.kind == Kind.HV or lv:
+                self._off(ch, out)
+                self._enforced_at[ch.name] = now
+                acted.append(ch.name)
+        if acted:
+            what = "HV and LV" if lv else "HV"
+            out.events.append(
+                Event(
+                    "interlock_enforce",
+                    f"{why}: switching {what} off ({', '.join(acted)})",
+                    "alarm",
+                    {"modules": acted, "lv": lv},
+                )
+            )
+            out.result = {"switched_off": acted}
         return out
 
     def take_partial(self) -> Outcome:
@@ -581,39 +711,52 @@ class Plant:
             return []
         puts = []
         for param, value in ch.desired().items():
-            raw = encode_value(ch.cfg.kind, param, value)
+            raw = ch.encode(param, value)
             current = ch.values.get(param)
             if current is None or abs(float(current) - float(raw)) > 1e-9 * max(1.0, abs(float(raw))):
                 puts.append(Put(ch.pvs[param], raw))
         return puts
 
     def set_param(self, ch: ChannelModel, param: str, value: Any) -> Outcome:
-        """Validate against the configured limits and write one parameter (remembered as an override)."""
-        try:
-            checked = ch.cfg.check(param, value)
-        except ValueError as exc:
-            raise CommandRefused(str(exc)) from None
+        """Validate against the configured limits (numbers) or the IOC's labels (enums) and write one
+        parameter (remembered as an override, re-applied before switching on)."""
+        canonical = canonical_param(param, ch.cfg.kind)
+        spec = PARAMS[ch.cfg.kind].get(canonical) if canonical else None
+        if spec is not None and spec.enum is not None and spec.writable and canonical != "Pw":
+            if not isinstance(value, str):
+                raise CommandRefused(f"{ch.name}: {canonical} takes a label (a string), got {value!r}")
+            checked: Any = value
+        else:
+            try:
+                checked = ch.cfg.check(param, value)
+            except ValueError as exc:
+                raise CommandRefused(str(exc)) from None
         if not ch.connected:
             raise CommandRefused(f"{ch.name} is disconnected")
-        from .pvnames import canonical_param
-
-        canonical = canonical_param(param, ch.cfg.kind)
         assert canonical is not None
+        try:
+            raw = ch.encode(canonical, checked)
+        except LabelError as exc:
+            raise CommandRefused(str(exc)) from None
+        if spec is not None and spec.enum is not None:
+            checked = ch.labels[canonical][int(raw)]  # as the IOC spells it
         ch.overrides[canonical] = checked
-        out = Outcome(puts=[Put(ch.pvs[canonical], encode_value(ch.cfg.kind, canonical, checked))])
+        out = Outcome(puts=[Put(ch.pvs[canonical], raw)])
         out.result = {"channel": ch.name, "param": canonical, "value": checked, "pv": ch.pvs[canonical]}
         return out
 
     def clear_alarms(self) -> Outcome:
         tripped = [c.name for c in self.channels.values() if c.state == ChannelState.TRIPPED]
-        out = Outcome(puts=[Put(self.clear_alarm_pv, 1)])
+        reading = self.clear_alarm_reading
+        if reading is None:
+            raise CommandRefused(f"{self.clear_alarm_pv} is not connected")
+        if isinstance(reading, EnumReading):
+            try:
+                value = index_of(self.clear_alarm_pv, reading.labels, "Yes")
+            except LabelError as exc:
+                raise CommandRefused(str(exc)) from None
+        else:
+            value = 1  # a plain number: 1 clears
+        out = Outcome(puts=[Put(self.clear_alarm_pv, value)])
         out.result = {"tripped_channels": tripped}
         return out
-
-
-def encode_value(kind: Kind, param: str, value: Any) -> float | int:
-    """The number to put for ``value`` (enum labels become their index)."""
-    spec = PARAMS[kind][param]
-    if spec.enum is not None:
-        return spec.enum.index(value) if isinstance(value, str) else int(value)
-    return int(value) if spec.integer else float(value)

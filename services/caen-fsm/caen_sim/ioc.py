@@ -9,6 +9,10 @@ Record names follow the SY4527 EPICS server: ``<Sys>:<slot %02d>:<chan %03d>:<Pa
 * ``<Sys>:SIM:<slot %02d>:<chan %03d>:Unplug``    1 = board unplugged (UNPLUGGED bit, zero readings)
 * ``<Sys>:SIM:PwOnPuts``                          number of Pw=On puts received since start
 
+Enum records carry the manual's words (Pw Off/On, PDwn Kill/Ramp, ImRange High/Low, ClearAlarm No/Yes).
+IOCs in the field agree on the words but not on their order or case, so the label list is a choice
+(:data:`ENUM_VARIANTS`): a client must learn the labels from the IOC, never assume an index.
+
 Must be imported only after the EPICS_* environment is set (the IOC reads it at init).
 """
 
@@ -27,12 +31,36 @@ log = logging.getLogger(__name__)
 
 READBACKS = ("VMon", "IMon", "Pw", "Status")  # Status last: readings are fresh when state changes
 
+#: The manual's words of each enum parameter, in the model's value order (model value 0, 1).
+ENUM_WORDS: dict[str, tuple[str, str]] = {
+    "Pw": ("Off", "On"),
+    "PDwn": ("Kill", "Ramp"),
+    "ImRange": ("High", "Low"),
+    "ClearAlarm": ("No", "Yes"),
+}
+#: Label lists an IOC may serve: the manual's order, every list reversed, or upper-case words.
+ENUM_VARIANTS = ("default", "reversed", "upper")
+
+
+def enum_labels(variant: str) -> dict[str, tuple[str, str]]:
+    """The (index 0, index 1) labels of every enum record for ``variant``."""
+    if variant == "default":
+        return dict(ENUM_WORDS)
+    if variant == "reversed":
+        return {p: (w[1], w[0]) for p, w in ENUM_WORDS.items()}
+    if variant == "upper":
+        return {p: (w[0].upper(), w[1].upper()) for p, w in ENUM_WORDS.items()}
+    raise ValueError(f"unknown enum variant {variant!r}; one of {', '.join(ENUM_VARIANTS)}")
+
 
 class CrateIoc:
     """Builds the records of a crate and keeps them in step with the model."""
 
-    def __init__(self, crate: Crate, tick_s: float = 0.05, noise_period_s: float = 0.0) -> None:
+    def __init__(
+        self, crate: Crate, tick_s: float = 0.05, noise_period_s: float = 0.0, enum_variant: str = "default"
+    ) -> None:
         self.crate = crate
+        self.labels = enum_labels(enum_variant)
         self.tick_s = tick_s
         self.noise_period_s = noise_period_s
         self.records: dict[tuple[int, int], dict[str, Any]] = {}
@@ -49,11 +77,30 @@ class CrateIoc:
             self._pushed[(slot, ch)] = {p: getattr(channel, p) for p in READBACKS}
             self._pushed[(slot, ch)]["Temp"] = round(channel.Temp, 1)
         builder.boolOut(
-            "ClearAlarm", ZNAM="No", ONAM="Yes", initial_value=0, always_update=True, on_update=self._clear_alarm
+            "ClearAlarm",
+            **self._names("ClearAlarm"),
+            initial_value=self.to_record("ClearAlarm", 0),
+            always_update=True,
+            on_update=self._clear_alarm,
         )
         self._pw_puts_rec = builder.longIn("SIM:PwOnPuts", initial_value=0)
         self.record_count += 2
         return self.record_count
+
+    # ------------------------------------------------------------------ enum labels
+    def _names(self, param: str) -> dict[str, str]:
+        zero, one = self.labels[param]
+        return {"ZNAM": zero, "ONAM": one}
+
+    def to_model(self, param: str, index: Any) -> int:
+        """Model value (the manual's meaning) of record index ``index`` of an enum record."""
+        word = self.labels[param][int(index) != 0]
+        return [w.lower() for w in ENUM_WORDS[param]].index(word.lower())
+
+    def to_record(self, param: str, model_value: Any) -> int:
+        """Record index of the model value of an enum parameter."""
+        word = ENUM_WORDS[param][int(model_value) != 0]
+        return [label.lower() for label in self.labels[param]].index(word.lower())
 
     def _channel_records(self, slot: int, ch: int, c: SimChannel) -> dict[str, Any]:
         base = f"{slot:02d}:{ch:03d}"
@@ -62,6 +109,8 @@ class CrateIoc:
 
         def writer(param: str):
             def on_update(value: Any) -> None:
+                if param in ENUM_WORDS:
+                    value = self.to_model(param, value)
                 if not self.crate.write(slot, ch, param, float(value)):
                     log.info("%s:%s refused put %r", base, param, value)
                     self._restore(slot, ch, param)
@@ -70,7 +119,7 @@ class CrateIoc:
             return on_update
 
         def pw_validate(_rec: Any, value: Any) -> bool:
-            if int(value) and (c.tripped or c.unplugged):
+            if self.to_model("Pw", value) and (c.tripped or c.unplugged):
                 self.crate.pw_on_puts += 1
                 self._pw_puts_rec.set(self.crate.pw_on_puts)
                 return False  # the crate refuses Pw On on a tripped or unplugged channel
@@ -78,7 +127,11 @@ class CrateIoc:
 
         unit_i = "uA" if c.kind == "hv" else "A"
         recs["Pw"] = builder.boolOut(
-            f"{base}:Pw", ZNAM="Off", ONAM="On", initial_value=c.Pw, on_update=writer("Pw"), validate=pw_validate
+            f"{base}:Pw",
+            **self._names("Pw"),
+            initial_value=self.to_record("Pw", c.Pw),
+            on_update=writer("Pw"),
+            validate=pw_validate,
         )
         recs["Status"] = builder.longIn(f"{base}:Status", initial_value=c.Status)
         recs["VMon"] = builder.aIn(f"{base}:VMon", initial_value=c.VMon, EGU="V", PREC=3)
@@ -94,12 +147,13 @@ class CrateIoc:
         if c.kind == "lv":
             recs["Temp"] = builder.aIn(f"{base}:Temp", initial_value=c.Temp, EGU="C", PREC=1)
         else:
-            recs["PDwn"] = builder.boolOut(
-                f"{base}:PDwn", ZNAM="Kill", ONAM="Ramp", initial_value=c.PDwn, on_update=writer("PDwn")
-            )
-            recs["ImRange"] = builder.boolOut(
-                f"{base}:ImRange", ZNAM="High", ONAM="Low", initial_value=c.ImRange, on_update=writer("ImRange")
-            )
+            for param in ("PDwn", "ImRange"):
+                recs[param] = builder.boolOut(
+                    f"{base}:{param}",
+                    **self._names(param),
+                    initial_value=self.to_record(param, getattr(c, param)),
+                    on_update=writer(param),
+                )
 
         def set_attr(attr: str, cast: Any):
             def on_update(value: Any) -> None:
@@ -121,7 +175,7 @@ class CrateIoc:
 
     # ------------------------------------------------------------------ running
     def _clear_alarm(self, value: Any) -> None:
-        if int(value):
+        if self.to_model("ClearAlarm", value):
             self.crate.clear_alarms()
             for slot, ch in self.crate.channels:
                 self._push_channel(slot, ch)
@@ -129,7 +183,8 @@ class CrateIoc:
     def _restore(self, slot: int, ch: int, param: str) -> None:
         rec = self.records[(slot, ch)].get(param)
         if rec is not None:
-            rec.set(getattr(self.crate.channels[(slot, ch)], param))
+            value = getattr(self.crate.channels[(slot, ch)], param)
+            rec.set(self.to_record(param, value) if param in ENUM_WORDS else value)
 
     def _push_channel(self, slot: int, ch: int) -> None:
         channel = self.crate.channels[(slot, ch)]
@@ -139,7 +194,8 @@ class CrateIoc:
             value = getattr(channel, param)
             if pushed[param] != value:
                 pushed[param] = value
-                recs[param].set(value)  # processing posts the monitor (Pw: on_update is a no-op then)
+                # processing posts the monitor (Pw: on_update is a no-op then)
+                recs[param].set(self.to_record(param, value) if param in ENUM_WORDS else value)
         if channel.kind == "lv":
             temp = round(channel.Temp, 1)
             if pushed["Temp"] != temp:

@@ -24,6 +24,8 @@ from trackerdcs.logsetup import setup_logging
 
 from .model import DEFAULT_SLOTS, Board, Crate, parse_slots
 
+ENUM_VARIANTS = ("default", "reversed", "upper")  # see caen_sim.ioc.enum_labels (imported after EPICS env)
+
 log = logging.getLogger("caen_sim")
 
 
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lv-ramp-unit", choices=("s", "ms"), default="s", help="unit of LV RUpTime/RDwTime (UNCONFIRMED; default s)"
     )
+    p.add_argument(
+        "--enum-labels",
+        choices=ENUM_VARIANTS,
+        default="default",
+        help="label lists of the enum PVs: the manual's order (Off/On, Kill/Ramp, High/Low), every list reversed,\n"
+        "or upper case (OFF/ON, KILL/RAMP): IOCs in the field differ; clients must read the labels",
+    )
     p.add_argument("--log-level", default=None)
     return p
 
@@ -97,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.noise_hz > 0:
         for channel in crate.channels.values():
             channel.noise = (args.noise_v, args.noise_i)
-    ioc = CrateIoc(crate, tick_s=args.tick, noise_period_s=1.0 / args.noise_hz if args.noise_hz > 0 else 0.0)
+    ioc = CrateIoc(
+        crate,
+        tick_s=args.tick,
+        noise_period_s=1.0 / args.noise_hz if args.noise_hz > 0 else 0.0,
+        enum_variant=args.enum_labels,
+    )
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
     count = ioc.build()
     builder.LoadDatabase()

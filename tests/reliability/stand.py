@@ -189,7 +189,14 @@ class Stand:
                 "flavour": "it",
                 "workdir": str(self.ph2acf_workdir),
                 "config_file": "CMSIT.xml",
-                "tcp": {"host": "127.0.0.1", "port": self.ph2acf_port, "poll_s": 0.2, "timeout_s": 5},
+                # release: ph2acf-sim's default personality (string protocol, 8-byte framing)
+                "tcp": {
+                    "host": "127.0.0.1",
+                    "port": self.ph2acf_port,
+                    "poll_s": 0.2,
+                    "timeout_s": 5,
+                    "release": "2021-2022",
+                },
             },
             "storage": {
                 "archive_dir": str(self.ph2acf_data / "archive"),
@@ -271,4 +278,4 @@ class Stand:
     def ph2acf_runs_on_device(self) -> int:
         """Runs the simulated Ph2_ACF has carried out (result files in its working folder)."""
         results = self.ph2acf_workdir / "Results"
-        return len(list(results.glob("*.root"))) if results.exists() else 0
+        return len(list(results.glob("Run_*/Results.root"))) if results.exists() else 0

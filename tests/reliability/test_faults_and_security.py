@@ -104,6 +104,7 @@ def test_mongodb_gone_during_a_run_loses_no_calibration_result(broker, stand, wa
         {
             "ph2acf": {
                 "stand": "reliability", "mode": "subprocess", "workdir": str(work),
+                "base_dir": str(tmp_path / "Ph2_ACF"),
                 "subprocess": {"executable": str(BIN / "CMSITminiDAQ"), "env": {**PH2ACF_SIM_ENV,
                                "PH2ACF_SIM_DURATION": "3"}},
             },

@@ -24,6 +24,7 @@ class ModuleSpec:
     hv_limit_v: float = 600.0  #: largest |bias| the module's HV channel may be set to (caen-fsm limit)
     compliance_ua: float = 10.0  #: IV scans stop this module when |IMon| reaches this (uA)
     temp_sensor: str | None = None  #: sensor reference giving this module's temperature (see SENSOR_HELP)
+    bias_v: float | None = None  #: operating V0Set restored after an IV scan (None: the V0Set read before it)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def parse_settings(raw: Mapping[str, Any]) -> BurninSettings:
     for name, spec in mods_raw.items():
         where = f"modules.{name}"
         spec = _mapping(spec, where)
-        _known(spec, {"hv_limit_v", "compliance_ua", "temp_sensor"}, where)
+        _known(spec, {"hv_limit_v", "compliance_ua", "temp_sensor", "bias_v"}, where)
         sensor = spec.get("temp_sensor")
         if sensor is not None and not isinstance(sensor, str):
             raise ConfigError(f"{where}.temp_sensor must be a string ({SENSOR_HELP})")
@@ -164,7 +165,10 @@ def parse_settings(raw: Mapping[str, Any]) -> BurninSettings:
             hv_limit_v=_number(spec, "hv_limit_v", 600.0, where, 0.0),
             compliance_ua=_number(spec, "compliance_ua", 10.0, where, 0.0),
             temp_sensor=sensor,
+            bias_v=_number(spec, "bias_v", 0.0, where, 0.0) if "bias_v" in spec else None,
         )
+        if modules[str(name)].bias_v is not None and modules[str(name)].bias_v > modules[str(name)].hv_limit_v:
+            raise ConfigError(f"{where}.bias_v is above its hv_limit_v")
     lim = _mapping(raw.get("limits"), "limits")
     _known(lim, {f.name for f in Limits.__dataclass_fields__.values()}, "limits")
     polarity = lim.get("hv_polarity", -1)

@@ -1,0 +1,123 @@
+"""The burn-in service on a real Mosquitto: commands, refusals, retained status, and coming back PAUSED after
+a crash without commanding anything. (No device services run here: start is refused for that reason, which
+is itself specified below; the whole stack runs in test_stack.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from burnin.app import BurninApp
+from burnin.engine import Engine
+from burnin.journal import Journal
+from burnin.recipe import load_recipe
+from burnin.settings import parse_settings
+from trackerdcs.client import CommandFailed
+
+from .conftest import RECIPES
+from .stand import Stand, pump
+
+
+def settings_for(tmp: Path, **extra):
+    recipes = tmp / "recipes"
+    if not recipes.exists():
+        shutil.copytree(RECIPES, recipes)
+    return parse_settings(
+        {
+            "modules": {"module_0": {"hv_limit_v": 800}, "module_1": {"hv_limit_v": 800}},
+            "state_dir": str(tmp / "state"),
+            "archive_dir": str(tmp / "archive"),
+            "spool_dir": str(tmp / "spool"),
+            "recipes_dir": str(recipes),
+            "mongo": {"uri": "mongomock://stand-in"},
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def app_factory(broker):
+    apps: list[BurninApp] = []
+
+    def make(settings):
+        app = BurninApp(settings, broker.settings("burnin"))
+        app.start()
+        assert app.svc.wait_connected(10)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop()
+
+
+def test_plan_lists_recipes_and_expands_the_standard_burn_in(tmp_path, app_factory, operator):
+    app_factory(settings_for(tmp_path))
+    assert {"standard-burnin", "sim-short"} <= set(operator.command("burnin", "recipes")["result"]["recipes"])
+    plan = operator.command("burnin", "plan", recipe="standard-burnin")["result"]
+    assert plan["steps"] == 127 and 30 * 3600 < plan["estimate_s"] < 48 * 3600
+    assert plan["plan"][-1].startswith("estimated duration")
+
+
+def test_bad_recipes_and_paths_are_refused_with_the_reason(tmp_path, app_factory, operator):
+    settings = settings_for(tmp_path)
+    (settings.recipes_dir / "bad.yml").write_text(
+        "name: bad\nsteps:\n  - power: lv_on\n  - power: {action: lv_off, name: too early}\n  - power: hv_on\n"
+    )
+    app_factory(settings)
+    with pytest.raises(CommandFailed) as exc:
+        operator.command("burnin", "start", recipe="bad", operator="alice")
+    assert "step 3 (power): field 'action': HV on where LV is off" in exc.value.reply["error"]
+    with pytest.raises(CommandFailed, match="no path"):
+        operator.command("burnin", "plan", recipe="../../etc/passwd")
+    with pytest.raises(CommandFailed, match="no recipe 'nothing'"):
+        operator.command("burnin", "plan", recipe="nothing")
+
+
+def test_start_is_refused_while_the_device_services_are_offline(tmp_path, app_factory, operator, monitor):
+    app_factory(settings_for(tmp_path))
+    monitor.subscribe(["+/cmd/#"])
+    with pytest.raises(CommandFailed, match="service caen is not online"):
+        operator.command("burnin", "start", recipe="sim-short", operator="alice")
+    status = operator.status("burnin")
+    assert status["state"] == "IDLE"
+    time.sleep(0.5)
+    assert not [t for t in monitor.latest("+/cmd/#") if not t.startswith("burnin/")], "nothing was commanded"
+
+
+def test_after_a_crash_it_comes_back_paused_at_the_interrupted_step_and_commands_nothing(
+    tmp_path, app_factory, operator, monitor
+):
+    settings = settings_for(tmp_path)
+    # A burn-in ran until the middle of its IV scan, then the process died: its journal is all that is left.
+    stand, engine, journal = Stand(), Engine(settings), Journal(settings.state_dir)
+    recipe = load_recipe((RECIPES / "sim-short.yml").read_text(), settings)
+    engine.start(recipe, "stand-burnin-crashed", "alice", "night shift", 0.0, stand.world())
+    while not (engine.status()["step_name"] == "IV scan warm" and stand.modules["module_0"].vmon > 30):
+        stand.advance(0.25)
+        engine.tick(stand.now, stand.world())
+        for rec in engine.out.journal:
+            journal.append(rec)
+        engine.out.journal.clear()
+        pump(engine, stand)
+        assert stand.now < 3600
+    journal.close()
+    monitor.subscribe(["+/cmd/#", "burnin/status"])
+    app_factory(settings)
+    status = monitor.wait_for("burnin/status", lambda m: m.json().get("uid") == "stand-burnin-crashed", timeout=10)
+    doc = status.json()
+    assert doc["state"] == "PAUSED" and doc["step"] == 4 and doc["step_name"] == "IV scan warm"
+    assert "resume to go on" in doc["message"]
+    time.sleep(1.5)
+    assert not [t for t in monitor.latest("+/cmd/#") if not t.startswith("burnin/")], "nothing was commanded"
+    history = operator.command("burnin", "status")["result"]["history"]
+    assert [h["outcome"] for h in history] == ["done", "done", "done", "interrupted"]
+    # resume is refused while the stand cannot be seen (no interlock status on this broker): never blind
+    with pytest.raises(CommandFailed, match="interlock status is missing"):
+        operator.command("burnin", "resume", operator="alice")
+    stored = json.loads((settings.archive_dir / "stand-burnin-crashed" / "burnin.json").read_text())
+    assert stored["state"] == "PAUSED" and stored["recipe"]["name"] == "sim-short"

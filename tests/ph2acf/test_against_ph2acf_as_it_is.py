@@ -221,3 +221,22 @@ def test_summary_reads_the_real_inner_tracker_map_names(tmp_path: Path, it_workd
     summary = summarise(path)
     assert {k[5:] for k in summary.chips[0] if k.startswith("mean_")} == quantities
     assert [c["dead"] for c in summary.chips] == [len(t.dead) for t in truths]
+
+
+def test_bridge_shutdown_during_a_tcp_scan_leaves_the_server_alone_and_says_so(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore,
+    sim_server: SimServer,
+) -> None:  # fmt: skip
+    """Item 4: a shutdown sends neither Stop nor Halt into a running scan; the run is recorded as left running."""
+    port, proc = sim_server(PH2ACF_SIM_DURATION="30")
+    bridge = make_bridge(it_workdir, None, mode="tcp", tcp_port=port)
+    events = Recorder(operator, "ph2acf/event")
+    start(operator)
+    events.wait("run_start")
+    began = time.monotonic()
+    bridge.stop(timeout=15)
+    assert time.monotonic() - began < 5
+    (doc,) = bridge.store.archive.documents()
+    assert doc["outcome"] == "failed" and "STILL RUNNING" in doc["error"]
+    assert (bridge.settings.state_dir / "tcp_server_busy.json").exists()  # kept for the next bridge process
+    assert proc.poll() is None and server_answers(port, "len8")

@@ -119,6 +119,9 @@ class Bridge:
             log.warning("shutting down during a run: aborting it")
             with contextlib.suppress(CommandError):
                 self._abort("bridge shutdown")
+            runner = self.ctx.runner if self.ctx else None
+            if runner is not None and hasattr(runner, "detach"):
+                runner.detach()  # TCP: do not wait for the scan; it is recorded as left running on the server
         if self._run_thread is not None:
             self._run_thread.join(timeout)
         for thread in self._threads:

@@ -115,6 +115,7 @@ class TcpRunner:
         self.calibration = ""
         self.run: int | None = None
         self._abort = threading.Event()
+        self._detach = threading.Event()
 
     def launch(self, calibration: str, config_file: Path) -> int | None:
         tcp = self.settings.tcp
@@ -169,10 +170,15 @@ class TcpRunner:
                     break
                 if status != "Running":
                     raise ProtocolError(f"Status? answered {status!r}")
-                if abort_since is not None and time.monotonic() - abort_since > tcp.abort_wait_s:
+                waited_out = abort_since is not None and time.monotonic() - abort_since > tcp.abort_wait_s
+                if waited_out or self._detach.is_set():
+                    why = (
+                        "the bridge shut down"
+                        if self._detach.is_set()
+                        else (f"it did not end within tcp.abort_wait_s={tcp.abort_wait_s:g} s")
+                    )
                     end.error = (
-                        f"abort: the scan of run {self.run} did not end within "
-                        f"tcp.abort_wait_s={tcp.abort_wait_s:g} s; "
+                        f"abort: the scan of run {self.run} was not waited for ({why}); "
                         "the bridge disconnected and the scan is STILL RUNNING on the Ph2_ACF server "
                         "(stop it there, e.g. Ctrl-C in its terminal, before starting another run)"
                     )
@@ -193,4 +199,9 @@ class TcpRunner:
         return end
 
     def abort(self) -> None:
+        self._abort.set()
+
+    def detach(self) -> None:
+        """Stop waiting for the scan at once (bridge shutdown): it is left running on the server and recorded so."""
+        self._detach.set()
         self._abort.set()

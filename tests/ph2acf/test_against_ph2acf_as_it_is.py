@@ -240,3 +240,19 @@ def test_bridge_shutdown_during_a_tcp_scan_leaves_the_server_alone_and_says_so(
     assert doc["outcome"] == "failed" and "STILL RUNNING" in doc["error"]
     assert (bridge.settings.state_dir / "tcp_server_busy.json").exists()  # kept for the next bridge process
     assert proc.poll() is None and server_answers(port, "len8")
+
+
+def test_a_server_that_never_answers_fails_the_run_within_the_timeout(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    """Item 9: never hang, whatever sits on the port."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        bridge = make_bridge(it_workdir, mongo, mode="tcp", tcp_port=port,
+                             tcp={"port": port, "release": "2021-2022", "timeout_s": 1})  # fmt: skip
+        events = Recorder(operator, "ph2acf/event")
+        began = time.monotonic()
+        start(operator)
+        assert "no reply to 'Initialize'" in events.wait("error", timeout=10)["error"]
+        assert time.monotonic() - began < 5
+        assert bridge.wait_idle(RUN_TIMEOUT)

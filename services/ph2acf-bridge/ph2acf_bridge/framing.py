@@ -1,9 +1,10 @@
-"""Length-prefixed packets of the Ph2_ACF RunController / MiddlewareController TCP protocol (pure, no I/O).
+"""Length-prefixed packets of the Ph2_ACF MiddlewareController TCP protocol (pure, no I/O).
 
-Two header variants exist (see DESIGN.md, the 8-byte one is UNCONFIRMED):
+Two header variants exist (public Ph2_ACF sources):
 
-* ``len4``: a 4-byte big-endian unsigned total length (header included), then the payload;
-* ``len8``: the same 4-byte total length followed by a 4-byte big-endian packet counter.
+* ``len4`` (2019-2020 builds): a 4-byte big-endian unsigned total length (header included), then the payload;
+* ``len8`` (2021 on): the same 4-byte total length followed by a 4-byte big-endian packet number; the receiver
+  requires consecutive numbers (the bridge numbers its packets 0, 1, 2, ... on each connection).
 
 :func:`encode` builds one packet; :class:`Decoder` accepts bytes as they arrive from a socket (any split,
 several packets per read) and returns the complete payloads.

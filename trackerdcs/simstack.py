@@ -28,6 +28,8 @@ from .supervisor import ProcessSpec, Supervisor
 log = logging.getLogger("dcs-sim")
 
 SERVICES = {"caen": "caen-fsm", "julabo": "julabo-fsm", "ph2acf": "ph2acf-bridge"}
+#: What to do when the stack runs without Node-RED (caen-fsm holds the interlock permit: no interlock, no power).
+NO_INTERLOCK_HINT = "interlock status MISSING. Install Node-RED (scripts/setup.sh sim) to power modules"
 
 
 def _port_open(port: int) -> bool:
@@ -140,6 +142,8 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         specs.append(node_red_spec(var, broker, args.node_red_port))
     elif args.node_red:
         log.warning("Node-RED not installed (run scripts/setup.sh sim); starting without interlocks and UI")
+    if not any(spec.name == "node-red" for spec in specs):
+        log.warning("no interlock (Node-RED not started): caen-fsm refuses lv_on/hv_on, %s", NO_INTERLOCK_HINT)
     return specs
 
 
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  Node-RED      http://127.0.0.1:{args.node_red_port}/  (user admin, password in "
                     f"{var / 'secrets' / 'node-red-admin'})\n"
                     if "node-red" in supervisor.running
-                    else ""
+                    else "  INTERLOCK     none (Node-RED not running): caen-fsm REFUSES lv_on/hv_on,\n"
+                    f"                {NO_INTERLOCK_HINT}.\n"
                 )
                 + f"  Simulators    ports in {var / 'ports.json'}; warm the chiller (fault injection):\n"
                 f"                echo 'bath 30' > /dev/tcp/127.0.0.1/{ports['julabo_control']}   (bash)\n"

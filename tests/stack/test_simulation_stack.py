@@ -39,15 +39,17 @@ def test_every_service_is_online_with_its_simulated_device_connected(stack):
         assert dcs.wait_for("env/box", timeout=10).json()["humidity"] >= 0
 
 
-def test_an_operator_powers_a_module_through_the_stack(stack):
-    _, var, _ = stack
+def test_without_node_red_there_is_no_interlock_and_power_on_is_refused_visibly(stack):
+    """caen-fsm holds the interlock permit: no Node-RED, no interlock status, no power (the banner says so).
+    Powering modules through the whole stack with the interlock is tests/gateway/test_end_to_end.py."""
+    _, var, banner = stack
+    assert "caen-fsm REFUSES lv_on/hv_on" in banner and "interlock status MISSING" in banner
     with operator(var) as dcs:
-        dcs.command("caen", "lv_on", modules=["module_0"])
-        dcs.wait_for("caen/status/module/module_0", lambda m: m.json()["state"] == "LV_ON", timeout=20)
-        dcs.command("caen", "hv_on", modules=["module_0"])
-        dcs.wait_for("caen/status/module/module_0", lambda m: m.json()["state"] == "HV_ON", timeout=30)
-        dcs.command("caen", "lv_off", modules=["module_0"])
-        dcs.wait_for("caen/status/module/module_0", lambda m: m.json()["state"] == "OFF", timeout=30)
+        dcs.wait_for("caen/status", lambda m: m.json().get("interlock") == "MISSING", timeout=20)
+        reply = dcs.command("caen", "lv_on", {"modules": ["module_0"]}, check=False)
+        assert reply["ok"] is False and "lv_on refused: interlock MISSING" in reply["error"]
+        assert dcs.command("caen", "lv_off", modules=["module_0"])["ok"] is True  # switching off always works
+        assert dcs.status("caen", "module/module_0")["state"] == "OFF"
 
 
 def test_a_calibration_run_is_kept_on_disk_without_mongodb(stack):

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Install what the deployment needs on a Debian 12 host: podman (+ runc, the runtime that works here),
-# debootstrap (to build the local base image), mosquitto-clients/mosquitto (for mosquitto_passwd) and the
-# containers.conf ulimits podman 4.3 needs in this environment. Idempotent: safe to run again.
+# Install what the deployment needs on a Debian 12 host: podman (+ runc, the runtime that works here, and
+# catatonit, the init of the pause container that `podman play kube` builds: only a Recommends of podman, so
+# --no-install-recommends leaves it out and every pod fails with 'finding pause binary'), debootstrap (to build
+# the local base image), mosquitto (for mosquitto_passwd) and the containers.conf ulimits podman 4.3 needs in
+# this environment. Idempotent: safe to run again.
 #   sudo scripts/setup-deploy.sh
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root (apt-get and /etc/containers)" >&2; exit 1; }
 
-want=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins mosquitto python3-yaml)
+want=(podman runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins mosquitto python3-yaml)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Run the set-up and a smoke test of the COMMITTED tree (HEAD) in a clean Debian 12 root, to catch a missing
+# install step before it lands. Run before every submission:
+#   sudo scripts/check-clean-root.sh            set-up (scripts/setup.sh test) + smoke test
+#   sudo scripts/check-clean-root.sh --full     set-up + scripts/test.sh (the whole suite; long)
+#   options: --keep (leave the root for inspection), --refresh-base (debootstrap again), -- <pytest args>
+#
+# How it works: `debootstrap --variant=minbase bookworm` once (cached as var/clean-root/base-bookworm.tar.gz,
+# rebuilt after 7 days or with --refresh-base), unpacked into a fresh directory on every run; a `git clone` of
+# this repository's HEAD (committed files only, not the working tree) at /root/trackerdcs; /proc, /sys, /dev
+# mounted and resolv.conf copied, so apt, PyPI and npm are reachable; a policy-rc.d stops package scripts from
+# starting daemons (a real machine would start them under systemd; the tests start their own instances).
+# Everything inside runs with an empty environment and Debian's own python3 (3.11), never the host's.
+#
+# Smoke test: ruff; pytest on tests/foundation, tests/deploy/test_manifests.py and the Node-RED flow tests;
+# `dcs-sim --check` (the whole simulation stack of scripts/sim.sh starts, reports and stops); podman.
+# What the clean root cannot do is printed at the end (see README, "Development").
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "check-clean-root: run as root (debootstrap, chroot, mount)" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "check-clean-root: apt-get install debootstrap" >&2; exit 1; }
+
+full=0 keep=0 refresh=0 pytest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --full) full=1 ;;
+    --keep) keep=1 ;;
+    --refresh-base) refresh=1 ;;
+    --) shift; pytest_args=("$@"); break ;;
+    *) echo "check-clean-root: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+cache="$repo/var/clean-root"
+base="$cache/base-bookworm.tar.gz"
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mkdir -p "$cache"
+t0=$(date +%s)
+say() { printf '[clean-root %4ds] %s\n' $(($(date +%s) - t0)) "$*"; }
+
+if [ "$refresh" = 1 ] || [ ! -s "$base" ] || [ -n "$(find "$base" -mtime +7)" ]; then
+  say "debootstrap --variant=minbase bookworm ($mirror)"
+  tmp="$cache/debootstrap.$$"
+  rm -rf --one-file-system "$tmp"
+  debootstrap --variant=minbase bookworm "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 \
+    || { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
+  tar -C "$tmp" -czf "$base.new" . && mv "$base.new" "$base"
+  rm -rf --one-file-system "$tmp"
+fi
+
+root="$cache/root.$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$root"
+cleanup() {
+  local m
+  for m in dev sys proc; do
+    mountpoint -q "$root/$m" && { umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m"; }
+  done
+  if findmnt -rn -o TARGET | grep -q "^$root/"; then
+    echo "check-clean-root: mounts left under $root, not removing it" >&2
+  elif [ "$keep" = 1 ]; then
+    say "root kept at $root"
+  else
+    rm -rf --one-file-system "$root"
+  fi
+}
+trap cleanup EXIT
+
+say "unpack base into $root"
+tar -C "$root" -xzf "$base"
+say "git clone of HEAD ($(git -C "$repo" rev-parse --short HEAD), committed files only)"
+git clone -q --no-hardlinks "$repo" "$root/root/trackerdcs"
+git -C "$root/root/trackerdcs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
+echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+echo "deb $mirror bookworm-updates main" >>"$root/etc/apt/sources.list"
+echo "deb http://deb.debian.org/debian-security bookworm-security main" >>"$root/etc/apt/sources.list"
+mount -t proc proc "$root/proc"
+mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
+mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
+
+inside() {  # run a command in the root, empty environment, the chroot's own PATH
+  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    bash -c "cd /root/trackerdcs && $1"
+}
+
+status=0
+step() {  # step NAME COMMAND: run it inside, record failure, keep going
+  say "$1"
+  if inside "$2"; then say "$1: ok"; else say "$1: FAILED (exit $?)"; status=1; fi
+}
+
+say "set-up: scripts/setup.sh test (log: /root/setup.log in the root)"
+if ! inside 'scripts/setup.sh test >/root/setup.log 2>&1'; then
+  tail -40 "$root/root/setup.log"
+  say "scripts/setup.sh test FAILED"
+  exit 1
+fi
+tail -3 "$root/root/setup.log"
+inside 'echo "python: $(.venv/bin/python -c "import sys; print(sys.version.split()[0], sys.executable, sys.base_prefix)")"'
+
+if [ "$full" = 1 ]; then
+  step "scripts/test.sh ${pytest_args[*]}" "scripts/test.sh -q -p no:cacheprovider ${pytest_args[*]}"
+else
+  step "ruff check + format --check" '.venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null'
+  step "pytest (foundation, manifests, Node-RED flows)" \
+    ".venv/bin/python -m pytest -q -p no:cacheprovider tests/foundation tests/deploy/test_manifests.py \
+     tests/gateway/test_node_red.py ${pytest_args[*]}"
+  step "dcs-sim --check (the scripts/sim.sh stack starts, reports, stops)" \
+    '.venv/bin/dcs-sim --check --var /root/sim --mqtt-port 21883 --node-red-port 21880 --run-seconds 5'
+  say "podman in the chroot"
+  if inside 'podman info >/root/podman-info.log 2>&1 && command -v catatonit' >/dev/null; then
+    say "podman info: ok; catatonit: $(inside 'command -v catatonit')"
+  else
+    say "podman: not usable here (see /root/podman-info.log); catatonit: $(inside 'command -v catatonit || echo missing')"
+    tail -5 "$root/root/podman-info.log" || true
+    status=1
+  fi
+fi
+
+say "done: $([ "$status" = 0 ] && echo PASSED || echo FAILED)"
+exit "$status"

@@ -27,7 +27,13 @@ from .config import ConfigError, MqttSettings, load_yaml
 EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY, EXIT_USAGE = 0, 1, 2, 64
 
 # Bare positional values accepted for some commands: (service, command) -> argument name.
-POSITIONAL = {("ph2acf", "show"): "run", ("julabo", "set_setpoint"): "value"}
+POSITIONAL = {
+    ("ph2acf", "show"): "run",
+    ("julabo", "set_setpoint"): "value",
+    ("burnin", "plan"): "recipe",
+    ("burnin", "start"): "recipe",
+    ("burnin", "iv"): "module",
+}
 
 
 def parse_value(text: str) -> Any:
@@ -219,7 +225,9 @@ def cmd_command(ns: argparse.Namespace, client: DcsClient) -> int:
     else:
         result = reply.get("result")
         print("ok" + (" (duplicate: not acted on again)" if reply.get("duplicate") else ""))
-        if result is not None:
+        if isinstance(result, dict) and isinstance(result.get("plan"), list):  # dcs burnin plan: the table
+            print("\n".join(map(str, result["plan"])))
+        elif result is not None:
             print(json.dumps(result, indent=2, default=str))
     return EXIT_OK
 

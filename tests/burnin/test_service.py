@@ -121,3 +121,24 @@ def test_after_a_crash_it_comes_back_paused_at_the_interrupted_step_and_commands
         operator.command("burnin", "resume", operator="alice")
     stored = json.loads((settings.archive_dir / "stand-burnin-crashed" / "burnin.json").read_text())
     assert stored["state"] == "PAUSED" and stored["recipe"]["name"] == "sim-short"
+
+
+def test_dcs_burnin_plan_prints_the_expanded_steps(tmp_path, app_factory, broker, capsys):
+    from trackerdcs.cli import main as dcs
+
+    app_factory(settings_for(tmp_path))
+    login = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(broker.port),
+        "--user",
+        "operator",
+        "--password-file",
+        str(broker.secrets_dir / "mqtt-operator"),
+    ]
+    assert dcs([*login, "burnin", "plan", "sim-short"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("recipe sim-short: 11 steps") and out[-1].startswith("estimated duration")
+    assert any("IV scan warm" in line and "8 points to -200 V" in line for line in out)
+    assert dcs([*login, "burnin", "plan", "nothing"]) == 1

@@ -29,6 +29,11 @@ STRING_SERVERS = [("2019-2020", "len4"), ("2021-2022", "len8")]
 RELEASES = ["2019-2022", "current"]
 
 
+def server_log(workdir: Path, port: int) -> str:
+    """What the simulated server logged about the commands it received."""
+    return (workdir.parent / f"ph2acf-sim-{port}.log").read_text()
+
+
 def server_answers(port: int, framing: str) -> bool:
     """The Ph2_ACF server still lives: it answers Initialize (harmless on every release)."""
     try:
@@ -99,6 +104,9 @@ def test_tcp_abort_lets_the_scan_finish_and_keeps_results_and_run_numbers(
     assert stopped["outcome"] == "aborted"
     assert bridge.wait_idle(RUN_TIMEOUT)
     assert proc.poll() is None and server_answers(port, "len8")
+    commands = server_log(it_workdir, port)
+    assert "b'Status?' -> b'Running' (during a scan)" in commands
+    assert "b'Stop' -> b'StopDone'\n" in commands and "b'Stop' -> b'StopDone' (during a scan)" not in commands
     doc = bridge.store.show(first["run"])
     assert doc is not None and doc["summary"]["totals"]["chips"] == 2 and doc["error"] is None
     start(operator, calibration="pixelalive")

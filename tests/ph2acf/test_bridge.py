@@ -128,9 +128,9 @@ def sim_server(it_workdir: Path) -> Iterator[Callable[..., tuple[int, subprocess
         port = free_port()
         argv = [str(BIN / "ph2acf-sim"), "--port", str(port), "--workdir", str(it_workdir), "--flavour", flavour,
                 "--release", release] + (["--framing", framing] if release == "2019-2022" else [])  # fmt: skip
-        proc = subprocess.Popen(
-            argv, env=sim_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
-        )
+        log = it_workdir.parent / f"ph2acf-sim-{port}.log"  # the server's command log (stderr)
+        with log.open("w") as sink:
+            proc = subprocess.Popen(argv, env=sim_env(**env), stdout=subprocess.DEVNULL, stderr=sink, text=True)
         procs.append(proc)
         wait_port("127.0.0.1", port, 15)
         return port, proc

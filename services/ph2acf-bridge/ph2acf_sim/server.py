@@ -98,6 +98,10 @@ class MiddlewareSim:
     def _running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    def scanning(self) -> bool:
+        """A scan is in progress (for the server's command log)."""
+        return self._running()
+
     def _need_controller(self, command: str) -> tuple[str, str]:
         if self.controller is None:
             raise ServerAbort(f"{command} before Configure: null SystemController dereferenced")
@@ -228,8 +232,9 @@ class Server:
                 try:
                     payloads = unpacker.feed(data)
                     for payload in payloads:
+                        scanning = self.sim.scanning()
                         reply = self.sim.handle(payload)
-                        log.info("%r -> %r", payload[:80], reply[:80])
+                        log.info("%r -> %r%s", payload[:80], reply[:80], " (during a scan)" if scanning else "")
                         conn.sendall(pack(reply, self.sim.persona.framing, number))
                         number += 1
                 except (ServerAbort, WireError) as exc:

@@ -40,3 +40,21 @@ def pytest_approx(x: float):
     import pytest
 
     return pytest.approx(x, rel=1e-9)
+
+
+def test_a_simulated_hv_channel_with_a_sensor_draws_its_leakage_and_breaks_down():
+    from caen_sim.model import SimChannel
+
+    ch = SimChannel("hv", load=-1.0, sensor=SensorParams(i_ref_ua=0.5, v_depletion=200.0, breakdown_v=300.0))
+    ch.I0Set, ch.RUp, ch.Trip = 1000.0, 1000.0, 1000.0
+    ch.write("Pw", 1)
+    readings = {}
+    for v in (50.0, 200.0, 280.0, 320.0):
+        ch.write("V0Set", v)
+        ch.tick(1.0)
+        readings[v] = ch.IMon
+    assert readings[200.0] / readings[50.0] == pytest_approx(2.0)
+    assert readings[280.0] / readings[200.0] < 1.05 and readings[320.0] / readings[280.0] > 10
+    ch.sensor_temp = -33.0
+    ch.tick(0.1)
+    assert ch.IMon < readings[320.0] / 200

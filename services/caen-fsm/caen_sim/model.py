@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from .sensor_physics import SensorParams, leakage_ua
+
 # Status bits (same numbering as the service's decoder, kept separate on purpose: this is the "device").
 ON, RUP, RDW, OVC, OVV, UNV, EXTTRIP, MAXV, EXT_DIS, INTTRIP, CALERR, UNPLUGGED = (1 << n for n in range(12))
 NEVER_TRIP = 1000.0
@@ -59,6 +61,8 @@ class SimChannel:
     _ovc_time: float = 0.0
     _v_true: float = 0.0
     noise: tuple[float, float] = (0.0, 0.0)  # (V, current) standard deviation of the readback noise
+    sensor: SensorParams | None = None  # HV: a silicon sensor's leakage I(V, T) on top of the load (uA)
+    sensor_temp: float = 20.0  # degC of that sensor
     _noise_v: float = 0.0
     _noise_i: float = 0.0
 
@@ -142,6 +146,8 @@ class SimChannel:
         self._ramp = 1 if v < target - EPS_V else (-1 if v > target + EPS_V else 0)
         # load current and current limit
         extra = self.extra_current
+        if self.sensor is not None:
+            extra += leakage_ua(v, self.sensor_temp, self.sensor)
         current = (v / self.load if self.load > 0 else 0.0) + (extra if self.Pw or v > 0 else 0.0)
         self._ovc = bool(self.Pw) and current > max(self.I0Set, 0.0)
         if self._ovc:

@@ -230,8 +230,12 @@ def test_service_restart_reads_the_crate_and_switches_nothing(caen, operator, cr
     caen.wait_ready(operator, started, state="MIXED")
     status = operator.status("caen")
     assert status["modules_total"] == 3
-    assert module_state(operator, "M0", "LV_ON") and module_state(operator, "M2", "OFF")
-    assert operator.status("caen", "module/M1")["ts"] >= started
+    for module, state in (("M0", "LV_ON"), ("M1", "LV_ON"), ("M2", "OFF")):  # read back by the new process:
+        operator.wait_for(  # a retained status of the old one (ts before the restart) does not count
+            f"caen/status/module/{module}",
+            lambda m, state=state: m.json()["state"] == state and m.json()["ts"] >= started,
+            timeout=10,
+        )
     time.sleep(0.5)
     assert crate.get("SIM:PwOnPuts") == puts_before
 

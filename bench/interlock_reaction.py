@@ -1,29 +1,106 @@
-"""Interlock reaction time: chiller status STOPPED published -> caen/cmd/hv_off received (real Node-RED + Mosquitto).
+"""Interlock reaction time: chiller fault published -> HV ``Pw`` written Off on the crate's IOC.
+
+The whole path runs for real: Mosquitto (the test broker configuration), Node-RED with the project's flows,
+caen-fsm, and the simulated CAEN crate as a Channel Access IOC. Each trip: the chiller reads RUNNING, the
+interlock is acknowledged, module_0 is switched on through ``caen/cmd/lv_on`` and ``hv_on``; then
+``julabo/status`` STOPPED is published and the benchmark watches, on one clock (``time.perf_counter``):
+
+    broker    julabo/status STOPPED delivered back to this process (the broker's own share)
+    node-red  caen/cmd/hv_off and interlock/status TRIPPED out of Node-RED (the earlier of the two is what
+              caen-fsm can react to first: it follows both)
+    ioc       the HV channel's Pw PV changes to Off (a CA monitor on the IOC, pyepics)
 
     .venv/bin/python bench/interlock_reaction.py [--trips 50]
 
-Writes bench/results/interlock_reaction.json.
+Writes bench/results/interlock_reaction.json (with the date and machine of the run).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import REPO, LocalBroker, free_port, wait_port
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trackerdcs.localbroker import LocalBroker, free_port, wait_port  # noqa: E402
+from trackerdcs.localca import loopback_ca_env  # noqa: E402
+
+CA_PORT = free_port()
+os.environ.update(loopback_ca_env(CA_PORT))  # before pyepics loads libca
+
+import epics  # noqa: E402
+
+from trackerdcs.client import DcsClient  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CAEN_CONFIG = REPO / "services" / "caen-fsm" / "example.yml"
+HV_PW = "cleanroom:12:000:Pw"  # module_0's HV channel in example.yml (slot 12, channel 0)
 
 
 def chiller(state: str) -> str:
     return json.dumps({"state": state, "connected": True, "bath_temp": -20.0, "ts": time.time()})
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(pct(ms, 50), 2),
+        "p90_ms": round(pct(ms, 90), 2),
+        "p99_ms": round(pct(ms, 99), 2),
+        "min_ms": round(min(ms), 2),
+        "max_ms": round(max(ms), 2),
+    }
+
+
+class Stamps:
+    """First arrival time of each watched event in the current trip."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.t: dict[str, float] = {}
+        self.armed = False
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            if self.armed:
+                self.t.setdefault(name, now)
+
+    def arm(self) -> None:
+        with self.lock:
+            self.t = {}
+            self.armed = True
+
+    def wait(self, names: tuple[str, ...], timeout: float) -> dict[str, float]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if all(n in self.t for n in names):
+                    break
+            time.sleep(0.0002)
+        with self.lock:
+            self.armed = False
+            return dict(self.t)
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def main() -> None:
@@ -33,33 +110,56 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-interlock-"))
     broker = LocalBroker(work / "mqtt", work / "secrets")
     broker.start()
-    port = free_port()
+    nr_port = free_port()
     user_dir = work / "nr"
     user_dir.mkdir()
     shutil.copy(REPO / "node-red" / "flows.json", user_dir / "flows.json")
-    env = {
-        **os.environ,
-        **broker.env("nodered"),
-        "NODE_RED_USER_DIR": str(user_dir),
-        "NODE_RED_FLOW_FILE": str(user_dir / "flows.json"),
-        "NODE_RED_CREDENTIAL_SECRET": os.urandom(16).hex(),
-        "NODE_RED_PORT": str(port),
-        "MQTT_CLIENT_ID": "bench-nr",
-        "INTERLOCK_LV_OFF_DELAY_S": "0",
-    }
-    with open(work / "node-red.log", "wb") as log:
-        nr = subprocess.Popen(
-            [str(REPO / "node-red" / "run")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    procs: list[subprocess.Popen] = []
+    procs.append(
+        start(
+            [str(BIN / "caen-sim"), "--config", str(CAEN_CONFIG), "--port", str(CA_PORT), "--interface", "127.0.0.1"],
+            dict(os.environ),
+            work / "caen-sim.log",
         )
-    reactions: list[float] = []
+    )
+    procs.append(
+        start(
+            [str(REPO / "node-red" / "run")],
+            {
+                **os.environ,
+                **broker.env("nodered"),
+                "NODE_RED_USER_DIR": str(user_dir),
+                "NODE_RED_FLOW_FILE": str(user_dir / "flows.json"),
+                "NODE_RED_CREDENTIAL_SECRET": os.urandom(16).hex(),
+                "NODE_RED_PORT": str(nr_port),
+                "MQTT_CLIENT_ID": "bench-nr",
+                "INTERLOCK_LV_OFF_DELAY_S": "0",
+            },
+            work / "node-red.log",
+        )
+    )
+    rows: list[dict[str, float]] = []
     try:
-        wait_port("127.0.0.1", port, 40)
+        wait_port("127.0.0.1", CA_PORT, 30)
+        procs.append(
+            start([str(BIN / "caen-fsm"), "--config", str(CAEN_CONFIG)], {**os.environ, **broker.env("caen")}, work / "caen-fsm.log")
+        )
+        wait_port("127.0.0.1", nr_port, 60)
+        stamps = Stamps()
+        pw = epics.PV(HV_PW, auto_monitor=True)
+        if not pw.wait_for_connection(10):
+            raise RuntimeError(f"{HV_PW} did not connect")
+        pw.add_callback(lambda value=None, **_: value == 0 and stamps.mark("ioc"))
         with (
             DcsClient(broker.settings("julabo", client_id="bench-julabo")) as ju,
             DcsClient(broker.settings("operator", client_id="bench-op")) as op,
         ):
-            op.subscribe(["interlock/status", "interlock/reply"])
-            op.wait_for("interlock/status", lambda m: True, 20)
+            op.subscribe(["interlock/status", "interlock/reply", "caen/availability", "julabo/status"])
+            op.watch("julabo/status", lambda m: b"STOPPED" in m.payload and stamps.mark("broker"))
+            op.watch("caen/cmd/hv_off", lambda m: stamps.mark("hv_off"))
+            op.watch("interlock/status", lambda m: b'"TRIPPED"' in m.payload and stamps.mark("tripped"))
+            op.wait_for("caen/availability", lambda m: m.payload == b"online", 30)
+            op.wait_for("interlock/status", lambda m: True, 30)
             for i in range(n):
                 ju.client.publish("julabo/status", chiller("RUNNING"), qos=1, retain=True)
                 op.wait_for("interlock/status", lambda m: m.json()["conditions"] == [], 10)
@@ -67,30 +167,61 @@ def main() -> None:
                 op.client.publish("interlock/cmd/acknowledge", json.dumps({"id": ident}), qos=1)
                 op.wait_for("interlock/reply", lambda m, k=ident: m.json().get("id") == k, 5)
                 op.wait_for("interlock/status", lambda m: m.json()["state"] == "OK", 5)
-                seen: list[float] = []
-                op.watch("caen/cmd/hv_off", lambda m, s=seen: s.append(time.perf_counter()))
+                time.sleep(0.3)  # caen-fsm hears the OK too (its permit)
+                op.command("caen", "lv_on", modules=["module_0"], timeout=10)
+                end = time.monotonic() + 15
+                while True:  # hv_on is refused while LV still ramps
+                    reply = op.command("caen", "hv_on", modules=["module_0"], timeout=10, check=False)
+                    if reply.get("ok") or time.monotonic() > end:
+                        break
+                    time.sleep(0.2)
+                if not reply.get("ok"):
+                    raise RuntimeError(f"hv_on refused: {reply}")
+                deadline = time.monotonic() + 5
+                while pw.get(use_monitor=True) != 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.3)  # quiet: caen-fsm has read Pw On back
+                stamps.arm()
                 t0 = time.perf_counter()
                 ju.client.publish("julabo/status", chiller("STOPPED"), qos=1, retain=True)
-                while not seen and time.perf_counter() - t0 < 5:
-                    time.sleep(0.0005)
-                reactions.append(seen[0] - t0 if seen else float("inf"))
+                seen = stamps.wait(("broker", "hv_off", "tripped", "ioc"), 5)
+                rows.append({k: (v - t0) * 1000 for k, v in seen.items()})
                 op.wait_for("interlock/status", lambda m: m.json()["state"] == "TRIPPED", 5)
+                time.sleep(0.5)  # LV follows HV down (chiller reason)
             ju.client.publish("julabo/status", b"", qos=1, retain=True)
     finally:
-        nr.terminate()
-        nr.wait(10)
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
         broker.stop()
-    ms = sorted(r * 1000 for r in reactions)
+    missing = [i for i, r in enumerate(rows) if "ioc" not in r]
+    if missing:
+        raise SystemExit(f"no Pw=Off seen on the IOC in trips {missing} (logs in {work})")
+    first_nr = [min(r.get("hv_off", 1e9), r.get("tripped", 1e9)) for r in rows]
     result = {
         "benchmark": "interlock_reaction",
-        "date": "2026-11-23",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         "trips": n,
-        "p50_ms": round(statistics.median(ms), 2),
-        "p90_ms": round(ms[int(0.9 * (n - 1))], 2),
-        "max_ms": round(ms[-1], 2),
-        "min_ms": round(ms[0], 2),
-        "target_ms": 500,
+        "path": "julabo/status STOPPED published -> module_0 HV Pw written Off on the caen-sim IOC",
+        "total": summary([r["ioc"] for r in rows]),
+        "stages": {
+            "broker (publish -> delivered)": summary([r["broker"] for r in rows]),
+            "node-red (delivered -> first of hv_off/TRIPPED out)": summary(
+                [f - r["broker"] for f, r in zip(first_nr, rows, strict=True)]
+            ),
+            "caen-fsm + CA (Node-RED out -> Pw Off monitor)": summary(
+                [r["ioc"] - f for f, r in zip(first_nr, rows, strict=True)]
+            ),
+        },
+        "hv_off_out": summary([r["hv_off"] for r in rows if "hv_off" in r]),
+        "tripped_out": summary([r["tripped"] for r in rows if "tripped" in r]),
+        "target_p99_ms": 10,
+        "per_trip_ms": [{k: round(v, 2) for k, v in sorted(r.items(), key=lambda kv: kv[1])} for r in rows],
     }
     print(json.dumps(result, indent=2))
     out = REPO / "bench" / "results" / "interlock_reaction.json"

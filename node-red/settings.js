@@ -25,6 +25,25 @@ const path = require('path');
 
 const env = process.env;
 
+// ------------------------------------------------------------------ TCP_NODELAY on outgoing connections
+// A Node.js socket starts with Nagle's algorithm on, and the MQTT client inside Node-RED's MQTT nodes (mqtt.js)
+// never turns it off. When a QoS 1 message arrives (julabo/status), the client writes its PUBACK and, a moment
+// later, the interlock's own publishes (caen/cmd/hv_off, interlock/status): Nagle holds those small writes back
+// until the broker has acknowledged the PUBACK's segment, and the broker's kernel delays that ACK (delayed ACK,
+// about 40 ms on Linux). Measured: chiller fault -> hv_off out of Node-RED p50 41 ms with Nagle, see
+// docs/benchmarks.md. Every socket this process connects (the broker, also over TLS) therefore gets TCP_NODELAY;
+// the cost is a few more small packets, which an interlock can afford. Sockets it accepts (editor, dashboard)
+// are Node's HTTP server's, which sets TCP_NODELAY itself.
+{
+  const net = require('net');
+  const connect = net.Socket.prototype.connect;
+  net.Socket.prototype.connect = function connectWithNoDelay(...args) {
+    const socket = connect.apply(this, args);
+    this.setNoDelay(true);
+    return socket;
+  };
+}
+
 function secret(name) {
   if (env[name]) return env[name].trim();
   const file = env[`${name}_FILE`];

@@ -141,9 +141,8 @@ def main() -> None:
     rows: list[dict[str, float]] = []
     try:
         wait_port("127.0.0.1", CA_PORT, 30)
-        procs.append(
-            start([str(BIN / "caen-fsm"), "--config", str(CAEN_CONFIG)], {**os.environ, **broker.env("caen")}, work / "caen-fsm.log")
-        )
+        caen_env = {**os.environ, **broker.env("caen")}
+        procs.append(start([str(BIN / "caen-fsm"), "--config", str(CAEN_CONFIG)], caen_env, work / "caen-fsm.log"))
         wait_port("127.0.0.1", nr_port, 60)
         stamps = Stamps()
         pw = epics.PV(HV_PW, auto_monitor=True)

@@ -61,6 +61,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="lv_on/lv_off round trips")
     ns = parser.parse_args()
     figures: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         "podman": podman("version", "--format", "{{.Client.Version}}").strip(),
     }

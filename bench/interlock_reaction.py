@@ -18,7 +18,6 @@ Writes bench/results/interlock_reaction.json (with the date and machine of the r
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -203,7 +202,7 @@ def main() -> None:
     first_nr = [min(r.get("hv_off", 1e9), r.get("tripped", 1e9)) for r in rows]
     result = {
         "benchmark": "interlock_reaction",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         "trips": n,
         "path": "julabo/status STOPPED published -> module_0 HV Pw written Off on the caen-sim IOC",

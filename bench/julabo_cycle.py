@@ -119,7 +119,7 @@ def main() -> int:
         sim.wait(5)
     result = {
         "benchmark": "julabo_cycle",
-        "date": "2026-11-23",
+        "date": time.strftime("%Y-%m-%d"),
         "machine": f"2 cores, Debian 12, Python {platform.python_version()}",
         "pacing_s": 0.25,
         "status_cycle": summary(cycles),

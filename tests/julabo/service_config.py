@@ -1,4 +1,4 @@
-"""The julabo-fsm configuration the tests run against a simulator: real pacing, short timeouts and back-off."""
+"""The julabo-fsm configuration the tests run against a simulator: the default pacing, short timeouts and back-off."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ def julabo_config(connection: str, **overrides: object) -> dict:
         "connection": connection,
         "model": "hightech",
         "limits": {"setpoint_min": -30.0, "setpoint_max": 40.0},
-        "pacing_s": 0.25,
         "poll_interval_s": 0.5,
         "reply_timeout_s": 0.3,
         "max_missed": 3,

@@ -13,7 +13,7 @@ from .conftest import wait_event, wait_status
 STATUS_FIELDS = {
     "state", "connected", "bath_temp", "external_temp", "heating_power", "setpoint", "setpoint_1", "setpoint_2",
     "setpoint_3", "active_setpoint", "control_sensor", "pump_stage", "status_code", "status_text", "remote",
-    "model", "ts",
+    "model", "bath_temp_read_at", "external_temp_read_at", "heating_power_read_at", "status_read_at", "ts",
 }  # fmt: skip
 
 
@@ -169,8 +169,21 @@ def test_overtemperature_alarm_is_raised(chiller, operator) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_the_first_status_after_connecting_is_complete(make_sim, make_app, operator) -> None:
+def test_the_status_follows_the_link_at_once_and_is_complete_after_the_first_read_out(
+    make_sim, make_app, operator
+) -> None:
+    """The first connected document comes as soon as STATUS is read: what is not read yet is null, never
+    guessed; the full read-out (11 queries) completes it."""
     sim = make_sim()
     app = make_app(sim.tcp_url)
     first = wait_status(operator, lambda s: s["connected"], since=app.started)
-    assert None not in (first["bath_temp"], first["setpoint_1"], first["pump_stage"], first["control_sensor"])
+    assert first["state"] == "STOPPED" and first["status_text"] == "REMOTE STOP"
+    for name in ("bath_temp", "external_temp", "heating_power"):
+        assert first[name] is None or first[f"{name}_read_at"] is not None
+    full = wait_status(
+        operator,
+        lambda s: None not in (s["bath_temp"], s["setpoint_1"], s["pump_stage"], s["control_sensor"]),
+        since=app.started,
+        timeout=6,
+    )
+    assert full["ts"] - first["ts"] < 5.0

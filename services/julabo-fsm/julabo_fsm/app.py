@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,10 @@ DEADBANDS = {
     "bath_temp": Deadband(absolute=0.02),
     "external_temp": Deadband(absolute=0.02),
     "heating_power": Deadband(absolute=1.0),
+    # A new read time alone is no reason to publish: it goes out with the next change or heartbeat (and a
+    # value that becomes stale turns null, which is a change).
+    **{f"{name}_read_at": Deadband(absolute=math.inf) for name in ("bath_temp", "external_temp", "heating_power")},
+    "status_read_at": Deadband(absolute=math.inf),
 }
 
 
@@ -162,11 +167,9 @@ class JulaboApp:
         d = self.driver
 
         def action() -> dict[str, Any]:
-            d.note_commanded(False)
-            d.send(Setting.RUNNING, 0)  # sent even if the chiller seems in manual mode: stopping is never refused here
-            report = d.confirm_status("stop")
-            if report.running is not False and report.code >= 0:
-                raise CommandError(f"the chiller did not stop: STATUS {report.code:02d} {report.text}")
+            # Sent even if the chiller seems in manual mode: stopping is never refused here. Verified by
+            # STATUS and IN_MODE_05, sent again if not confirmed; a stop that still fails is an alarm event.
+            report = d.stop_verified()
             d.publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 

@@ -4,7 +4,10 @@ One thread does all talking, so the 250 ms pacing rule holds by construction. Op
 queue and go before the next poll query. A status cycle reads only what can change by itself (STATUS, bath
 temperature, heating power, external Pt100) plus one of the slow values (setpoints, selections, pump stage)
 in rotation; slow values are re-read in full on connect, after any silence, after each command that changes
-them and on ``refresh``. At 250 ms pacing a cycle takes 5 commands ≈ 1.25 s.
+them and on ``refresh``. At 270 ms pacing a cycle takes 5 commands ≈ 1.35 s.
+
+The decisions (what a communication gap means, whether a stop took, whether a reading is still current) are
+in :mod:`julabo_fsm.safety`; this module does the talking.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .protocol import (
     parse_status,
     parse_version,
 )
+from .safety import Outage, OutagePhase, Verdict, fresh, judge_gap, stop_verdict
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +53,9 @@ SLOW_READINGS = (
     Reading.PUMP_STAGE,
     Reading.RUNNING,
 )
-# The settings that a power cut loses and that the service may put back (never "running").
-RESTORABLE = (
-    (Setting.SETPOINT_1, Reading.SETPOINT_1),
-    (Setting.SETPOINT_2, Reading.SETPOINT_2),
-    (Setting.SETPOINT_3, Reading.SETPOINT_3),
-    (Setting.ACTIVE_SETPOINT, Reading.ACTIVE_SETPOINT),
-    (Setting.CONTROL_SENSOR, Reading.CONTROL_SENSOR),
-    (Setting.PUMP_STAGE, Reading.PUMP_STAGE),
-)
+# Measured values published as null once older than ``stale_after_s`` (with their read time alongside).
+MEASURED = (Reading.BATH_TEMP, Reading.EXTERNAL_TEMP, Reading.HEATING_POWER)
+STATUS_KEY = "status"
 
 
 class Silence(Exception):
@@ -74,7 +72,7 @@ class Listener(Protocol):
 class DriverConfig:
     """Timing and behaviour of the I/O thread (the ``julabo:`` config section)."""
 
-    pacing_s: float = 0.25
+    pacing_s: float = 0.27  # measured margin over the device's 250 ms (docs/services/julabo.md)
     poll_interval_s: float = 1.0
     max_missed: int = 3
     garbled_for_error: int = 3
@@ -83,6 +81,8 @@ class DriverConfig:
     probe_attempts: int = 3
     restore_after_power_failure: bool = True
     command_timeout_s: float = 10.0
+    stale_after_s: float = 5.0  # a reading older than this is published as null
+    unsafe_attempts: int = 3  # tries for commands whose failure is unsafe (stop, restoring after a power cut)
 
 
 class ChillerDriver:
@@ -95,6 +95,8 @@ class ChillerDriver:
         self.listener = listener
         self.fsm = ChillerFsm(self._state_changed)
         self.values: dict[Reading, Any] = {}
+        self.read_at: dict[str, float] = {}  # wall-clock time each value (and STATUS) was last read
+        self.outage = Outage()
         self.status: StatusReport | None = None
         self.version: str | None = None
         self.last_error: str | None = None
@@ -109,8 +111,6 @@ class ChillerDriver:
         self._garbled_streak = 0
         self._slow_index = 0
         self._sweep_pending = True
-        self._gap = False
-        self._before_gap: dict[Reading, Any] | None = None
         self._was_running: bool | None = None
         self._stop_commanded = False
         self._ever_connected = False
@@ -175,19 +175,23 @@ class ChillerDriver:
 
     # ------------------------------------------------------------------ snapshot
     def snapshot(self) -> dict[str, Any]:
-        """The ``julabo/status`` document (contract in docs/services/julabo.md)."""
+        """The ``julabo/status`` document (contract in docs/services/julabo.md). A measured value or STATUS
+        older than ``stale_after_s`` is null; ``<name>_read_at`` says when each was last read."""
         live = self.connected
         v = self.values if live else {}
+        read_at = self.read_at if live else {}
+        now, limit = time.time(), self.config.stale_after_s
         active = v.get(Reading.ACTIVE_SETPOINT)
         setpoints = [v.get(r) for r in SETPOINT_READINGS]
         sensor = v.get(Reading.CONTROL_SENSOR)
-        status = self.status if live else None
+        status = fresh(self.status, read_at.get(STATUS_KEY), now, limit) if live else None
+        measured = {r.value: fresh(v.get(r), read_at.get(r.value), now, limit) for r in MEASURED}
         return {
             "state": self.state.value,
             "connected": live,
-            "bath_temp": v.get(Reading.BATH_TEMP),
-            "external_temp": v.get(Reading.EXTERNAL_TEMP),
-            "heating_power": v.get(Reading.HEATING_POWER),
+            "bath_temp": measured[Reading.BATH_TEMP.value],
+            "external_temp": measured[Reading.EXTERNAL_TEMP.value],
+            "heating_power": measured[Reading.HEATING_POWER.value],
             "setpoint": setpoints[active] if active is not None else None,
             "setpoint_1": setpoints[0],
             "setpoint_2": setpoints[1],
@@ -199,14 +203,15 @@ class ChillerDriver:
             "status_text": status.text if status else None,
             "remote": status.remote if status and status.remote is not None else None,
             "model": self.version,
+            **{f"{r.value}_read_at": read_at.get(r.value) for r in MEASURED},
+            "status_read_at": read_at.get(STATUS_KEY),
         }
 
     def note_commanded(self, running: bool) -> None:
         """The DCS itself started (True) or stopped (False) the chiller; a stop it asked for is no surprise."""
         self._stop_commanded = not running
         self._was_running = running
-        if self._before_gap is not None:
-            self._before_gap[Reading.RUNNING] = running
+        self.outage.own_change(Reading.RUNNING, running)
 
     def refresh_all(self) -> dict[str, Any]:
         """Read every value now (I/O thread) and return the snapshot."""
@@ -240,7 +245,7 @@ class ChillerDriver:
         while not self._stop.is_set():
             if self._reconnect_now.is_set() and self.link.is_open:
                 self._reconnect_now.clear()
-                self._lose("reconnect requested by the operator")
+                self._lose("reconnect requested by the operator", requested=True)
             if not self.link.is_open:
                 self._reconnect_now.clear()
                 if not self._connect():
@@ -354,26 +359,32 @@ class ChillerDriver:
         self._sweep_pending = True
         if self._ever_connected:
             self.counters["reconnects"] += 1
-            self._gap = True
+            self.outage.begin(self.values, self._was_running, link_lost=True)
             self._event("reconnected", f"chiller link back on {self.link.url}", "info", model=version)
+        # After a reconnect nothing cached is trusted: every value is unknown until read again.
+        self.values.clear()
+        self.read_at.clear()
         self._ever_connected = True
         self.last_error = None
         self._try(self.read_status)  # the state is known as soon as the link is
         return True
 
-    def _lose(self, reason: str) -> None:
+    def _lose(self, reason: str, *, requested: bool = False) -> None:
+        """Close the link; ``requested`` when the operator asked for it (an action, not an alarm)."""
         self.link.close()
         self.last_error = reason
-        self._mark_gap()
+        self.outage.begin(self.values, self._was_running, link_lost=True)
         if self.fsm.fire(Trigger.LINK_LOST):
-            self._event("disconnected", f"chiller link lost: {reason}", "alarm", reason=reason)
+            if requested:
+                message = "chiller link closed: reconnect requested by the operator; connecting again now"
+            else:
+                message = f"chiller link lost: {reason}"
+            severity = "info" if requested else "alarm"
+            self._event("disconnected", message, severity, reason=reason, requested=requested)
             self._publish(force=True)
 
     def _mark_gap(self) -> None:
-        if not self._gap or self._before_gap is None:
-            self._before_gap = dict(self.values)
-            self._before_gap[Reading.RUNNING] = self._was_running
-        self._gap = True
+        self.outage.begin(self.values, self._was_running)
 
     # ------------------------------------------------------------------ queries
     def _ask(self, command: str) -> bytes:
@@ -410,6 +421,7 @@ class ChillerDriver:
             raise
         self._garbled_streak = 0
         self.values[reading] = value
+        self.read_at[reading.value] = time.time()
         return value
 
     def read_status(self) -> StatusReport:
@@ -421,6 +433,8 @@ class ChillerDriver:
             self._garbled("STATUS", exc)
             raise
         self._garbled_streak = 0
+        if report.category is not StatusCategory.COMMAND_ERROR:
+            self.read_at[STATUS_KEY] = time.time()
         self._apply_status(report)
         return report
 
@@ -448,8 +462,9 @@ class ChillerDriver:
                 status_code=report.code,
                 status_text=report.text,
             )
+        in_gap = self.outage.phase is not OutagePhase.NONE
         if report.running is not None:
-            if self._was_running and not report.running and not self._stop_commanded and not self._gap:
+            if self._was_running and not report.running and not self._stop_commanded and not in_gap:
                 self._event(
                     "stopped_externally",
                     "the chiller stopped without a stop command from the DCS (front panel?)",
@@ -457,7 +472,7 @@ class ChillerDriver:
                     status_code=report.code,
                     status_text=report.text,
                 )
-            if report.running is not None and not self._gap:
+            if not in_gap:
                 self._was_running = report.running
         self.fsm.observe(report)
 
@@ -465,8 +480,7 @@ class ChillerDriver:
         self._event(
             "state_change", f"chiller {old.value} -> {new.value}", "info", **{"from": old.value, "to": new.value}
         )
-        if old is not State.DISCONNECTED:  # just connected: the first cycle publishes a complete document
-            self._publish(force=True)
+        self._publish(force=True)  # the status follows the link at once (values not yet read are null)
 
     def _try(self, fn: Callable[[], Any]) -> bool:
         try:
@@ -502,63 +516,61 @@ class ChillerDriver:
             ok &= self._try(lambda r=reading: self.read(r))
         if sweep and ok:
             self._sweep_pending = False
-            if self._gap:
+            if self.outage.open:
                 self._after_gap()
         self.counters["cycles"] += 1
         self.last_cycle_s = time.monotonic() - started
         self._publish()
 
     def _after_gap(self) -> None:
-        """After silence or a reconnect: did the chiller lose power meanwhile? It comes back stopped with
-        power-on values. The service never starts it again; it may put the lost values back."""
-        before = self._before_gap or {}
-        self._gap = False
-        self._before_gap = None
+        """After silence or a reconnect, with every value read again: did the chiller lose power meanwhile?
+        It comes back stopped with power-on values. The service never starts it again; it may put the lost
+        values back (each verified by read-back, retried). One gap gives at most one ``power_failure``."""
+        before = self.outage.judge()
         running_now = self.status.running if self.status else None
-        was_running = before.get(Reading.RUNNING)
-        lost = {
-            r.value: (before.get(r), self.values.get(r))
-            for _, r in RESTORABLE
-            if before.get(r) is not None and self.values.get(r) is not None and before.get(r) != self.values.get(r)
-        }
-        stopped = bool(was_running) and running_now is False and not self._stop_commanded
-        if not (stopped or lost):
-            if running_now is not None:
-                self._was_running = running_now
+        verdict = judge_gap(
+            before,
+            self.values,
+            running_now=running_now,
+            stop_commanded=self._stop_commanded,
+            restore_enabled=self.config.restore_after_power_failure,
+            can_write=self.model.can_write,
+        )
+        if running_now is not None:
+            self._was_running = running_now  # before restoring: a reply lost now must not look like a new stop
+        if not verdict.power_failure:
+            self.outage.close()
             return
         restored: dict[str, Any] = {}
-        if self.config.restore_after_power_failure and lost:
-            restored = self._restore(before)
-        self._was_running = running_now
+        failed: dict[str, str] = {}
+        for setting, reading, want in verdict.restore:
+            if self.values.get(reading) == want:
+                continue
+            try:
+                self.write_verified(setting, want, reading, attempts=self.config.unsafe_attempts)
+                restored[reading.value] = want
+            except CommandError as exc:
+                log.warning("could not restore %s: %s", reading.value, exc)
+                failed[reading.value] = str(exc)
+        self.outage.close()
+        lost = {r.value: v for r, v in verdict.lost.items()}
         message = "chiller lost power: it is STOPPED and will not be restarted by the DCS; the operator decides"
         if lost:
             message += f"; values lost: {sorted(lost)}"
         if restored:
             message += f"; re-sent: {sorted(restored)}"
+        if failed:
+            message += f"; NOT restored: {sorted(failed)}"
         self._event(
             "power_failure",
             message,
             "alarm",
-            was_running=bool(was_running),
-            lost={k: v[0] for k, v in lost.items()},
+            was_running=verdict.was_running,
+            lost=lost,
             restored=restored,
+            not_restored=failed,
         )
         self._publish(force=True)
-
-    def _restore(self, before: dict[Reading, Any]) -> dict[str, Any]:
-        restored: dict[str, Any] = {}
-        for setting, reading in RESTORABLE:
-            want = before.get(reading)
-            if want is None or self.values.get(reading) == want or not self.model.can_write(setting):
-                continue
-            if reading is Reading.CONTROL_SENSOR and want == 1 and self.values.get(Reading.EXTERNAL_TEMP) is None:
-                continue  # never select an absent external sensor
-            try:
-                self.write_verified(setting, want, reading)
-                restored[reading.value] = want
-            except CommandError as exc:
-                log.warning("could not restore %s: %s", reading.value, exc)
-        return restored
 
     # ------------------------------------------------------------------ writing (I/O thread only)
     def send(self, setting: Setting, value: float | int) -> None:
@@ -586,9 +598,21 @@ class ChillerDriver:
                 continue
         raise CommandError(f"could not read back {reading.value} from the chiller")
 
-    def write_verified(self, setting: Setting, value: float | int, reading: Reading | None) -> Any:
-        """OUT_*, then the read-back (or STATUS when there is none); on a mismatch STATUS tells why.
-        Returns the value the chiller holds."""
+    def write_verified(
+        self, setting: Setting, value: float | int, reading: Reading | None, *, attempts: int = 1
+    ) -> Any:
+        """OUT_*, then the read-back (or STATUS when there is none); on a mismatch STATUS tells why. Up to
+        ``attempts`` tries (a lost line is sent again). Returns the value the chiller holds."""
+        for attempt in range(1, max(1, attempts) + 1):
+            try:
+                return self._write_once(setting, value, reading)
+            except CommandError as exc:
+                if attempt >= attempts:
+                    raise
+                log.warning("%s=%s not confirmed (attempt %d of %d): %s", setting.value, value, attempt, attempts, exc)
+        raise AssertionError("unreachable")
+
+    def _write_once(self, setting: Setting, value: float | int, reading: Reading | None) -> Any:
         what = f"{setting.value}={value}"
         self.send(setting, value)
         if reading is None or not self.model.can_read(reading):
@@ -598,9 +622,55 @@ class ChillerDriver:
         if got is None or abs(float(got) - float(value)) > 0.011:
             self.confirm_status(what)  # raises with the chiller's reason (e.g. -11 VALUE TOO LARGE)
             raise CommandError(f"the chiller did not take {what}: it reads back {got}")
-        if self._before_gap is not None:
-            self._before_gap[reading] = got  # our own change is not a value lost to a power cut
+        self.outage.own_change(reading, got)  # our own change is not a value lost to a power cut
         return got
+
+    def stop_verified(self) -> StatusReport:
+        """OUT_MODE_05 0, then STATUS and IN_MODE_05 must both say stopped; sent again up to
+        ``unsafe_attempts`` times. A stop that still fails is an alarm event, and a CommandError."""
+        self.note_commanded(False)
+        attempts = max(1, self.config.unsafe_attempts)
+        why = "no readable STATUS"
+        for attempt in range(1, attempts + 1):
+            self.send(Setting.RUNNING, 0)
+            report, refusal = self._operating_status()
+            mode = self._quiet_read(Reading.RUNNING)
+            verdict = stop_verdict(report, mode)
+            if verdict is Verdict.DONE and report is not None:
+                return report
+            why = f"STATUS {report.code:02d} {report.text}" if report is not None else "no readable STATUS"
+            if mode is not None:
+                why += f", IN_MODE_05 reads {mode}"
+            if refusal is not None:
+                why += f" (the chiller refused the stop: {refusal.code:03d} {refusal.text})"
+            log.warning("stop not confirmed (attempt %d of %d): %s", attempt, attempts, why)
+        message = f"the chiller did not stop after {attempts} attempts: {why}; it may still be RUNNING"
+        self._event("stop_failed", message, "alarm", attempts=attempts, reason=why)
+        self.publish(force=True)
+        raise CommandError(message)
+
+    def _operating_status(self) -> tuple[StatusReport | None, StatusReport | None]:
+        """STATUS after an OUT_* command: (the operating state or None, a command refusal seen first or None)."""
+        refusal = None
+        for _ in range(3):
+            try:
+                report = self.read_status()
+            except (Silence, ProtocolError):
+                continue
+            if report.category is StatusCategory.COMMAND_ERROR:
+                refusal = report
+                continue
+            return report, refusal
+        return None, refusal
+
+    def _quiet_read(self, reading: Reading) -> Any:
+        """A read-back that may fail (None), for models that have the command."""
+        if not self.model.can_read(reading):
+            return None
+        try:
+            return self.read(reading)
+        except (Silence, ProtocolError):
+            return None
 
     def require_remote(self) -> None:
         if self.status is not None and self.status.remote is False:

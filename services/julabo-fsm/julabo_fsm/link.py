@@ -60,7 +60,7 @@ class SerialLink:
     """One connection to the chiller. Not thread-safe: a single I/O thread owns it."""
 
     url: str
-    pacing_s: float = 0.25
+    pacing_s: float = 0.27
     reply_timeout_s: float = 0.5
     baudrate: int = 4800
     bytesize: int = 7

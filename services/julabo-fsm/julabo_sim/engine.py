@@ -50,21 +50,28 @@ class EngineStats:
 class LineFaults:
     """Lines lost on the wire, shared by every connection of one simulator (fault injection)."""
 
-    pending: list[list] = field(default_factory=list)  # [remaining count, prefix]
+    pending: list[list] = field(default_factory=list)  # [lines to lose, prefix, matching lines to let through]
 
-    def lose(self, count: int, prefix: str = "") -> None:
-        """The next ``count`` lines (starting with ``prefix`` if given) never reach the device."""
+    def lose(self, count: int, prefix: str = "", skip: int = 0) -> None:
+        """After letting ``skip`` matching lines through, the next ``count`` lines starting with ``prefix``
+        (any line if empty) never reach the device. ``count`` 0 ends every such fault."""
         if count > 0:
-            self.pending.append([count, prefix])
+            self.pending.append([count, prefix, skip])
+        else:
+            self.pending.clear()
 
     def take(self, line: bytes) -> bool:
         """True when ``line`` is to be lost (and counts it)."""
         for item in self.pending:
-            if line.startswith(item[1].encode("ascii", "replace")):
-                item[0] -= 1
-                if item[0] <= 0:
-                    self.pending.remove(item)
-                return True
+            if not line.startswith(item[1].encode("ascii", "replace")):
+                continue
+            if item[2] > 0:
+                item[2] -= 1
+                return False
+            item[0] -= 1
+            if item[0] <= 0:
+                self.pending.remove(item)
+            return True
         return False
 
 

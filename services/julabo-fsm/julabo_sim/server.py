@@ -16,7 +16,8 @@ text lines on the control TCP port, each answered by one line (``OK …``/``ERR 
 ``pacing <s>`` / ``xon <p>`` pacing rule and XON/XOFF noise probability.
 ``jitter <s>``               the device finishes reading a line up to ``s`` after it arrived (0: off).
 ``drop_replies <p>``         probability that a query is carried out but its reply is lost.
-``lose <n> [PREFIX]``        the next ``n`` lines (those starting with PREFIX, e.g. ``OUT_MODE_05``) are lost.
+``lose <n> [PREFIX [k]]``    the next ``n`` lines (those starting with PREFIX, e.g. ``OUT_MODE_05``, after
+                             letting ``k`` of them through) never reach the device; ``lose 0`` ends it.
 ``state``                    JSON dump of the model and the per-connection statistics.
 """
 
@@ -333,7 +334,7 @@ class ChillerSimulator:
                     setattr(conn.engine, attr, value)
                 setattr(self.options, attr, value)
             elif cmd == "lose":
-                self.faults.lose(int(args[0]), args[1] if len(args) > 1 else "")
+                self.faults.lose(int(args[0]), args[1] if len(args) > 1 else "", int(args[2]) if len(args) > 2 else 0)
             elif cmd == "xon":
                 for conn in self.conns:
                     conn.engine.xon_probability = float(args[0])

@@ -1,4 +1,5 @@
-"""MQTT messages shaped exactly like the status/event contract (the prompt's "Status payload shapes").
+"""MQTT messages shaped exactly like the project's status and event contract (docs/mqtt-api.md, "Status snapshots"
+and "Events", and the per-service status documents in docs/services/).
 
 Used to check telegraf.conf's mapping and to fill InfluxDB for the Grafana query test. A series of ``points``
 snapshots, 30 s apart, ending at ``end``; includes a CAEN trip, a chiller alarm, an interlock trip and one

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -264,3 +265,35 @@ def test_a_server_that_never_answers_fails_the_run_within_the_timeout(
         assert "no reply to 'Initialize'" in events.wait("error", timeout=10)["error"]
         assert time.monotonic() - began < 5
         assert bridge.wait_idle(RUN_TIMEOUT)
+
+
+def test_an_unexpected_answer_to_initialize_stops_the_bridge_before_anything_else_is_sent(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore
+) -> None:
+    """Item 9: whatever answers on the port, only the harmless Initialize is ever sent to it."""
+    received: list[bytes] = []
+
+    def answer_empty(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            received.append(conn.recv(100))
+            conn.sendall(b"\x00\x00\x00\x08\x00\x00\x00\x00")  # an empty reply packet
+            conn.settimeout(2)
+            try:
+                while data := conn.recv(100):
+                    received.append(data)
+            except OSError:
+                pass
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        thread = threading.Thread(target=answer_empty, args=(listener,), daemon=True)
+        thread.start()
+        bridge = make_bridge(it_workdir, mongo, mode="tcp", tcp_port=port)
+        events = Recorder(operator, "ph2acf/event")
+        start(operator)
+        error = events.wait("error", timeout=10)["error"]
+        thread.join(5)
+    assert "answered 'Initialize' with ''" in error and "Nothing else was sent" in error
+    assert received == [b"\x00\x00\x00\x12\x00\x00\x00\x00Initialize"]
+    assert bridge.wait_idle(RUN_TIMEOUT)

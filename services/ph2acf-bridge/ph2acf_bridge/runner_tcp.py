@@ -126,13 +126,19 @@ class TcpRunner:
         try:
             self.client = RunControlClient(tcp.host, tcp.port, tcp.framing, tcp.timeout_s)
             try:
-                self.client.expect("Initialize", "InitializeDone")
+                answer = self.client.request("Initialize")
             except ProtobufServer:
                 raise RunnerError(
                     f"the Ph2_ACF server at {self.client.where} answered 'Initialize' with a binary (protobuf) "
                     "message: it is a protobuf-era MiddlewareController (2023 or later), which the bridge does not "
                     "drive over TCP. Nothing else was sent. Use ph2acf.mode: subprocess for this installation."
                 ) from None
+            if answer != "InitializeDone":
+                raise RunnerError(
+                    f"the Ph2_ACF server at {self.client.where} answered 'Initialize' with {answer!r}, which no "
+                    f"string-protocol MiddlewareController does (a protobuf-era server, or another program on that "
+                    "port?). Nothing else was sent."
+                )
             self.client.expect(f"Configure,Calibration:{wire},ConfigurationFile:{config_file}", "ConfigureDone")
             self.run = self.next_run()
             self.client.expect(f"Start:{{RunNumber:{self.run}}}", "StartDone")

@@ -56,6 +56,7 @@ class Stand:
     offline: set[str] = field(default_factory=set)
     now: float = 0.0
     runs: int = 0
+    journaled: list[dict[str, Any]] = field(default_factory=list)  #: journal records the engine produced
 
     def apply(self, cmd: Command) -> Reply:
         self.log.append(cmd)
@@ -174,6 +175,7 @@ def run(engine, stand: Stand, seconds: float, dt: float = 0.25, until=None) -> N
 def pump(engine, stand: Stand) -> None:
     for _ in range(50):
         out = engine.drain()
+        stand.journaled.extend(out.journal)
         if not out.commands:
             return
         for ident, cmd in out.commands:

@@ -251,3 +251,37 @@ def test_killed_mid_step_comes_back_paused_at_that_step_and_commands_nothing(tmp
     run(fresh, stand, 600, until=lambda: fresh.state == State.DONE)
     assert fresh.state == State.DONE
     assert fresh.results["iv_scan"][-1]["modules"]["module_1"]["points"][0]["set_v"] == 0
+
+
+def test_status_shows_step_cycle_elapsed_eta_and_the_gate_message():
+    eng, stand = started()
+    st = eng.status()
+    recipe = eng.recipe
+    assert st["step"] == 1 and st["steps"] == 9 and st["cycles"] == 0 and st["operator"] == "alice"
+    assert st["eta_s"] == pytest.approx(recipe.estimate_s, abs=1.0)
+    run(eng, stand, 600, until=lambda: eng.status()["step_name"] == "hold")
+    st = eng.status()
+    assert st["step"] == 6 and st["step_name"] == "hold" and "s left" in st["message"]
+    assert st["elapsed_s"] == pytest.approx(stand.now, abs=1.0)
+    assert st["eta_s"] <= recipe.remaining_s(5)
+
+
+def test_died_while_aborting_comes_back_failed_and_abort_runs_the_shutdown_again(tmp_path):
+    journal = Journal(tmp_path)
+    eng, stand = started()
+    run(eng, stand, 600, until=lambda: eng.status()["step_name"] == "hold")
+    eng.abort(stand.now, "operator test")
+    # journaled up to the abort; the process dies before the shutdown ends
+    for rec in [*stand.journaled, *eng.drain().journal]:
+        journal.append(rec)
+    journal.close()
+    back = replay(journal.read())
+    assert back is not None and back.state == "ABORTING" and back.ended is None
+    fresh = Engine(SETTINGS)
+    fresh.restore(eng.recipe, back.info, back.history, back.index, back.state, stand.now)
+    assert fresh.state == State.FAILED and "abort again" in fresh.message
+    with pytest.raises(Refused):
+        fresh.resume(stand.now, stand.world())
+    fresh.abort(stand.now, "operator finishes the shutdown")
+    run(fresh, stand, 120, until=lambda: fresh.state == State.ABORTED)
+    assert fresh.state == State.ABORTED and all(not m.lv and not m.hv_on for m in stand.modules.values())

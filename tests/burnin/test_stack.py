@@ -207,6 +207,8 @@ def test_short_recipe_runs_end_to_end(stack):
     v0 = {t: m.json()["v0set"] for t, m in stack.dcs.latest("caen/status/channel/+").items() if t.endswith("_hv")}
     assert v0["caen/status/channel/module_1_hv"] == pytest.approx(200.0) and history["state"] == "DONE"
     assert stack.dcs.status("caen")["state"] == "OFF"
+    shown = stack.dcs.command("burnin", "iv", module="module_1")["result"]["scans"]  # what dcs burnin iv prints
+    assert shown[0]["burnin"] == uid and shown[0]["outcome"] == "done" and len(shown[0]["points"]) == 8
 
 
 def test_killed_mid_step_comes_back_paused_there_and_commands_nothing(stack):

@@ -34,6 +34,7 @@ from .world import Reply, Source, World
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+REPLAY_S = 30.0  #: how often spooled documents are offered to MongoDB again
 MAX_RECIPE_BYTES = 1024 * 1024
 
 
@@ -176,7 +177,11 @@ class BurninApp:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> None:
+        next_replay = time.monotonic() + REPLAY_S
         while not self._stop.wait(TICK_S / max(1.0, min(self.settings.time_scale, 4.0))):
+            if time.monotonic() >= next_replay:
+                next_replay = time.monotonic() + REPLAY_S
+                self._replay_spool()
             try:
                 with self._lock:
                     self.engine.tick(self.clock.now(), self.world())
@@ -231,6 +236,17 @@ class BurninApp:
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
         self.publish()
+
+    def _replay_spool(self) -> None:
+        """Upload documents that waited for MongoDB (outside the engine lock: it may take a while)."""
+        if self.store.spooled():
+            uploaded = self.store.replay()
+            if uploaded:
+                self.svc.event(
+                    "spool",
+                    f"uploaded {uploaded} spooled document(s) to MongoDB; {self.store.spooled()} left",
+                    uploaded=uploaded,
+                )
 
     def _save_document(self) -> None:
         doc = {**self.engine.document(), "ts": time.time(), "conditions": self._conditions()}

@@ -79,14 +79,16 @@ class BurninStore:
             return 0
         done = 0
         for marker in sorted(self.spool.iterdir()):
-            try:
+            try:  # local problems only: a marker or archived document that cannot be read
                 meta = json.loads(marker.read_text())
                 doc = json.loads((self.archive / meta["path"]).read_text())
-                self._db()[meta["collection"]].replace_one({"_id": meta["id"]}, {**doc, "_id": meta["id"]}, upsert=True)
+                collection, doc_id = meta["collection"], meta["id"]
             except (OSError, ValueError, KeyError) as exc:
                 log.error("spool entry %s unusable (%s): dropped", marker.name, exc)
                 marker.unlink(missing_ok=True)
                 continue
+            try:  # any failure of the database keeps the entry for the next replay
+                self._db()[collection].replace_one({"_id": doc_id}, {**doc, "_id": doc_id}, upsert=True)
             except Exception as exc:
                 self.mongo_ok = False
                 log.info("spool replay stopped: %s", exc)

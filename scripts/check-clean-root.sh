@@ -73,6 +73,17 @@ git clone -q --no-hardlinks "$repo" "$root/root/trackerdcs"
 git -C "$root/root/trackerdcs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
 
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The site's network, not a project install step: where HTTPS goes through a proxy with its own CA (as in
+# this sandbox), the host's local CA certificates are trusted in the root too (ca-certificates, installed by
+# setup.sh, picks them up), and pip and npm are pointed at the system bundle (pip ships its own by default).
+site_env=""
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  bundle=/etc/ssl/certs/ca-certificates.crt
+  site_env="PIP_CERT=$bundle NODE_EXTRA_CA_CERTS=$bundle"
+  say "site CA certificates carried in: $(cd /usr/local/share/ca-certificates && echo *.crt)"
+fi
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
 echo "deb $mirror bookworm-updates main" >>"$root/etc/apt/sources.list"
@@ -82,7 +93,7 @@ mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
 
 inside() {  # run a command in the root, empty environment, the chroot's own PATH
-  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb $site_env \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /root/trackerdcs && $1"
 }

@@ -297,3 +297,25 @@ def test_an_unexpected_answer_to_initialize_stops_the_bridge_before_anything_els
     assert "answered 'Initialize' with ''" in error and "Nothing else was sent" in error
     assert received == [b"\x00\x00\x00\x12\x00\x00\x00\x00Initialize"]
     assert bridge.wait_idle(RUN_TIMEOUT)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_aborted_outer_tracker_run_keeps_its_results_and_its_number(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], ot_workdir: Path, mongo: MongoStore, release: str
+) -> None:  # fmt: skip
+    """Item 4: runCalibration writes its ROOT file on SIGINT; the next run gets the next number."""
+    (ot_workdir / "RunNumbers.dat").write_text("4\n")
+    slow = {"PH2ACF_SIM_RELEASE": release, "PH2ACF_SIM_DURATION": "30"}
+    bridge = make_bridge(ot_workdir, mongo, flavour="ot", env=slow)
+    events = Recorder(operator, "ph2acf/event")
+    start(operator, calibration="pedenoise")
+    assert events.wait("run_start")["run"] == 5
+    time.sleep(1.0)
+    operator.command("ph2acf", "abort")
+    assert events.wait("run_stop")["outcome"] == "aborted"
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    doc = bridge.store.show(5)
+    assert doc is not None and doc["summary"]["totals"]["chips"] == 16 and doc["exit_code"] == -6
+    bridge.settings.subprocess.env["PH2ACF_SIM_DURATION"] = "1"
+    start(operator, calibration="pedenoise")
+    assert events.wait("run_stop", count=2)["run"] == 6

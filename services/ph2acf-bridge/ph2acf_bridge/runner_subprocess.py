@@ -3,8 +3,9 @@
 The child gets its own session (process group) so an abort reaches everything it spawned: SIGINT first,
 SIGTERM after ``abort_grace_s``, SIGKILL after twice that. ``runCalibration`` handles SIGINT by writing its ROOT
 file; ``CMSITminiDAQ`` (outside its ``-s`` mode) simply dies, without closing files and without writing
-``RunNumber.txt`` (it does so only at the end of a run). So after an aborted inner-tracker run the bridge moves
-``RunNumber.txt`` past the aborted run itself: the next run never reuses the number or overwrites its files.
+``RunNumber.txt`` (it does so only at the end of a run). So after an aborted run the bridge makes sure Ph2_ACF's
+counter is past it (``RunNumber.txt``; for the outer tracker the last line of ``RunNumbers.dat``): the next run
+never reuses the number or overwrites its files.
 
 The child gets ``PH2ACF_BASE_DIR`` (``ph2acf.base_dir``) and ``$PH2ACF_BASE_DIR/lib`` in ``LD_LIBRARY_PATH``,
 as Ph2_ACF's setup.sh would provide.
@@ -126,8 +127,8 @@ class SubprocessRunner:
                 expected = self.workdir / result_path(self.settings.flavour, self.calibration, end.run)  # type: ignore[arg-type]
                 if expected.exists():
                     end.result_file = expected
-        if end.aborted and self.settings.flavour == "it" and self.run is not None:
-            self._keep_run_number(self.run)
+        if end.aborted and end.run is not None:
+            self._keep_run_number(end.run)
         if end.exit_code != 0 and not end.aborted:
             reason = _describe_exit(end.exit_code)
             end.error = f"{Path(self.settings.subprocess.executable).name} {reason}" + (
@@ -136,13 +137,21 @@ class SubprocessRunner:
         return end
 
     def _keep_run_number(self, run: int) -> None:
-        """After an aborted inner-tracker run: make sure ``RunNumber.txt`` is past ``run``."""
-        path = self.workdir / "RunNumber.txt"
-        if read_run_number(self.workdir, "it") <= run:
+        """After an aborted run: make sure Ph2_ACF's own counter is past ``run`` (``RunNumber.txt`` for the inner
+        tracker, the last line of ``RunNumbers.dat`` for the outer tracker), so the number is never reused."""
+        flavour = self.settings.flavour
+        if read_run_number(self.workdir, flavour) > run:
+            return
+        if flavour == "it":
             log.warning("aborted run %d left RunNumber.txt behind: setting it to %d", run, run + 1)
+            path = self.workdir / "RunNumber.txt"
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(f"{run + 1}\n")
             tmp.replace(path)
+        else:
+            log.warning("aborted run %d is not in RunNumbers.dat: appending it", run)
+            with (self.workdir / "RunNumbers.dat").open("a") as numbers:
+                numbers.write(f"{run}\n")
 
     def abort(self) -> None:
         self._abort.set()

@@ -1,4 +1,6 @@
-"""A Python model of the parts of Telegraf that telegraf.conf uses (Telegraf is not run here).
+"""A Python MODEL of the parts of Telegraf that telegraf.conf uses. Telegraf itself is not run here: every
+line this module produces is what the model predicts, checked against Telegraf's documented and (for JSON
+null) source-read behaviour, not against a running Telegraf.
 
 * :data:`KNOWN_KEYS` lists, per plugin table, the keys Telegraf's documentation defines (agent, outputs.influxdb,
   outputs.health, inputs.internal, inputs.mqtt_consumer with topic_parsing and the json_v2/value parsers). A key
@@ -7,8 +9,17 @@
   returns the InfluxDB line protocol Telegraf would write. Modelled behaviour: topic filters with +/#,
   topic_parsing tags ("_" skips a segment), json_v2 measurement_name, timestamp_path with format "unix" (float
   seconds), tag/field path (plain keys and "key.#" array length), rename, type (int, uint, float, string, bool),
-  optional; JSON null is treated as absent (UNCONFIRMED for real Telegraf); the value parser with data_type
-  string. Precision is the agent's ("1ms").
+  optional; the value parser with data_type string. Precision is the agent's ("1ms").
+
+JSON null, as Telegraf's json_v2 parser handles it (read from plugins/parsers/json_v2/parser.go, behaviour
+present since Telegraf 1.19/1.22, unchanged in the 1.32 image the pod runs):
+
+* a ``field`` or ``tag`` whose path holds ``null`` exists for the parser (GJSON's ``Exists`` is true for an
+  explicit null), so no "path doesn't exist" error is raised, ``optional`` or not; its value is then skipped:
+  the point is written without that field or tag. A path that is missing altogether is an error that drops
+  the whole message unless the entry is ``optional = true``.
+* ``timestamp_path`` returning null, or missing, is an error ("the timestamp path ... returned NULL"): the
+  whole message is dropped, it is never stamped with the arrival time instead. :class:`Dropped` models that.
 """
 
 from __future__ import annotations
@@ -197,6 +208,10 @@ def topic_matches(pattern: str, topic: str) -> bool:
     return len(p) == len(t)
 
 
+class Dropped(ValueError):
+    """Telegraf's parser rejects the message: nothing of it is written (Telegraf logs the error)."""
+
+
 def _get(doc: Any, path: str) -> tuple[bool, Any]:
     """The subset of GJSON used in the config: dotted keys and ``key.#`` (array length)."""
     cur = doc
@@ -294,21 +309,22 @@ def translate(conf: dict[str, Any], topic: str, payload: bytes, received: float)
             ts = received
             if block.get("timestamp_path"):
                 found, value = _get(doc, block["timestamp_path"])
-                if found and value is not None:
-                    if block.get("timestamp_format") != "unix":
-                        raise ValueError("only timestamp_format unix modelled")
-                    ts = float(value)
+                if not found or value is None:
+                    raise Dropped(f"{topic}: the timestamp path {block['timestamp_path']!r} returned NULL")
+                if block.get("timestamp_format") != "unix":
+                    raise ValueError("only timestamp_format unix modelled")
+                ts = float(value)
             for spec in block.get("tag", []):
                 found, value = _get(doc, spec["path"])
                 if not found and not spec.get("optional"):
-                    raise ValueError(f"{topic}: tag path {spec['path']} missing")
-                if found and value is not None:
+                    raise Dropped(f"{topic}: the path {spec['path']!r} doesn't exist")
+                if found and value is not None:  # null: present for the parser, value skipped
                     mtags[spec.get("rename", spec["path"])] = _convert(value, "string")
             for spec in block.get("field", []):
                 found, value = _get(doc, spec["path"])
                 if not found and not spec.get("optional"):
-                    raise ValueError(f"{topic}: field path {spec['path']} missing")
-                if found and value is not None:
+                    raise Dropped(f"{topic}: the path {spec['path']!r} doesn't exist")
+                if found and value is not None:  # null: present for the parser, value skipped
                     fields[spec.get("rename", spec["path"])] = _convert(value, spec.get("type"))
             if fields:
                 lines.append(line(block.get("measurement_name", "mqtt_consumer"), mtags, fields, round(ts * 1000)))

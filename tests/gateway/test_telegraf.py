@@ -1,13 +1,20 @@
 """telegraf.conf checked without Telegraf (it is not installed here): plugin keys against a table written
-from Telegraf's documentation, and its MQTT -> line-protocol mapping replayed in Python (gateway_telegraf.py)."""
+from Telegraf's documentation, and its MQTT -> line-protocol mapping replayed in Python (gateway_telegraf.py).
+
+What is a model here: everything ``translate`` returns is the Python model's prediction of Telegraf's output,
+not output of Telegraf. The JSON-null rules the model applies (null field/tag skipped without error, null or
+missing ``ts`` drops the message) were read from Telegraf's json_v2 parser source and are described in
+docs/architecture.md; the tests below pin the model to those rules, they cannot prove Telegraf follows them.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 
+import pytest
 from gateway_payloads import CONTRACT_TOPICS, contract_messages
-from gateway_telegraf import TELEGRAF_CONF, default_env, load, translate, unknown_keys
+from gateway_telegraf import TELEGRAF_CONF, Dropped, default_env, load, translate, unknown_keys
 
 
 def test_config_parses_and_uses_only_documented_plugin_keys():
@@ -69,6 +76,31 @@ def test_chiller_without_external_sensor_writes_no_external_temp_field():
     (lp,) = translate(conf, "julabo/status", payload, 0.0)
     assert "external_temp" not in lp and "pump_stage" not in lp
     assert "bath_temp=-20.0" in lp and "connected=true" in lp
+
+
+def one_consumer(*fields: dict) -> dict:
+    """A minimal json_v2 consumer on topic t (a model config, in the shape telegraf.conf is parsed to)."""
+    block = {"measurement_name": "m", "timestamp_path": "ts", "timestamp_format": "unix", "field": list(fields)}
+    return {"inputs": {"mqtt_consumer": [{"topics": ["t"], "data_format": "json_v2", "json_v2": [block]}]}}
+
+
+def test_model_null_field_is_skipped_without_error_even_when_not_optional():
+    conf = one_consumer({"path": "a", "type": "float"}, {"path": "b", "type": "float"})
+    assert translate(conf, "t", b'{"a": null, "b": 2, "ts": 3}', 0.0) == ["m b=2.0 3000"]
+
+
+def test_model_missing_field_drops_the_message_unless_optional():
+    with pytest.raises(Dropped, match="doesn't exist"):
+        translate(one_consumer({"path": "a", "type": "float"}), "t", b'{"ts": 3}', 0.0)
+    conf = one_consumer({"path": "a", "type": "float", "optional": True}, {"path": "b", "type": "float"})
+    assert translate(conf, "t", b'{"b": 1, "ts": 3}', 0.0) == ["m b=1.0 3000"]
+
+
+@pytest.mark.parametrize("payload", [b'{"bath_temp": -20, "ts": null}', b'{"bath_temp": -20}'])
+def test_model_status_without_a_timestamp_is_dropped_never_stamped_with_its_arrival(payload):
+    """A reading never looks newer than it is: Telegraf refuses the message rather than using 'now'."""
+    with pytest.raises(Dropped, match="returned NULL"):
+        translate(load(env=default_env()), "julabo/status", payload, time.time())
 
 
 def test_events_are_tagged_by_service_kind_and_severity():

@@ -12,7 +12,7 @@ null) source-read behaviour, not against a running Telegraf.
   optional; the value parser with data_type string. Precision is the agent's ("1ms").
 
 JSON null, as Telegraf's json_v2 parser handles it (read from plugins/parsers/json_v2/parser.go, behaviour
-present since Telegraf 1.19/1.22, unchanged in the 1.32 image the pod runs):
+present since Telegraf 1.20/1.22, checked in the v1.32.0 tag the pod's image is):
 
 * a ``field`` or ``tag`` whose path holds ``null`` exists for the parser (GJSON's ``Exists`` is true for an
   explicit null), so no "path doesn't exist" error is raised, ``optional`` or not; its value is then skipped:

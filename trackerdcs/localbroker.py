@@ -175,4 +175,5 @@ class LocalBroker:
 
 
 def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true")
+    """True when the ``CI`` environment variable says so (``true``/``1``, any case), as CI services set it."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

@@ -29,8 +29,21 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED_LEFT_OUT = {"telegraf", "grafana", "mongodb", "grafana-secret-files"}  # registry-only images
 
 
+def run_checked(argv: list[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``argv``, output captured; with ``check``, a non-zero exit fails the test with the command's own
+    stderr and stdout in the test output (not hidden in a CalledProcessError)."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(argv)} exited with {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
+            f"\n--- stdout ---\n{result.stdout[-3000:]}",
+            pytrace=False,
+        )
+    return result
+
+
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=check)
+    return run_checked(["podman", *args], timeout=timeout, check=check)
 
 
 @dataclass
@@ -103,18 +116,13 @@ def pod(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[P
     work = tmp_path_factory.mktemp("pod")
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    subprocess.run([str(REPO / "deploy" / "build-images")], check=True, timeout=900, capture_output=True)
+    run_checked([str(REPO / "deploy" / "build-images")], timeout=900)
     timings["build_images_s"] = time.monotonic() - t0
     prefix = f"t{os.getpid()}-"
     handle: Pod | None = None
     try:
         secrets = work / "secrets"
-        subprocess.run(
-            [str(REPO / "deploy" / "setup-secrets"), "--dir", str(secrets), "--prefix", prefix],
-            check=True,
-            timeout=120,
-            capture_output=True,
-        )
+        run_checked([str(REPO / "deploy" / "setup-secrets"), "--dir", str(secrets), "--prefix", prefix], timeout=120)
         port, ui_port = free_port(), free_port()
         local = yaml.safe_load((REPO / "deploy" / "local-images.yml").read_text())
         result = deploytools.localize(
@@ -214,7 +222,7 @@ def test_every_containers_liveness_probe_passes_inside_the_pod(pod: Pod) -> None
 
 @pytest.mark.timeout(120)
 def test_node_red_interlock_trips_on_the_stopped_chiller_and_rearms_after_start_and_acknowledge(pod: Pod) -> None:
-    if "node-red" not in pod.containers:
+    if "node-red" not in pod.containers:  # a failure on CI (trackerdcs.cipolicy)
         pytest.skip(f"Node-RED left out: {pod.left_out.get('node-red')}")
     with urllib.request.urlopen(f"http://127.0.0.1:{pod.ui_port}/dashboard/", timeout=10) as page:
         assert page.status == 200  # the operator UI, through the pod's loopback-only host port
@@ -319,21 +327,28 @@ def test_influxdb_stand_in_takes_writes_from_the_writer_and_only_reads_from_the_
     assert anonymous.stdout == "401"
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(200)
 def test_a_restarted_service_reads_the_crate_back_and_switches_nothing(pod: Pod) -> None:
+    """module_0 fully on (LV and HV), the others off; the restarted service must report exactly that, read
+    from the crate (documents stamped after the restart), and change nothing."""
     with DcsClient(pod.settings("operator")) as client:
         client.subscribe(["caen/#"])
         wait_status(client, "caen/status/channel/module_0_lv", lambda s: s["state"] == "ON", 30)
+        assert client.command("caen", "hv_on", {"modules": ["module_0"]}, timeout=30)["ok"]
+        wait_status(client, "caen/status/module/module_0", lambda s: s["state"] == "HV_ON", 60)
+        wait_status(client, "caen/status", lambda s: s["modules_hv_on"] == 1, 20)
         podman("stop", "-t", "10", pod.container("caen-fsm"))
         client.wait_for("caen/availability", lambda m: m.payload == b"offline", timeout=20)
+        restarted = time.time()
         podman("start", pod.container("caen-fsm"))
         client.wait_for("caen/availability", lambda m: m.payload == b"online", timeout=60)
         time.sleep(4)  # a few status cycles after reconnecting to the crate
-        status = wait_status(client, "caen/status", lambda s: s["connected"], 60)
-        assert status["modules_hv_on"] == 0
-        assert client.status("caen", "channel/module_0_lv")["state"] == "ON"  # left as it was
+        status = wait_status(client, "caen/status", lambda s: s["connected"] and s["ts"] >= restarted, 60)
+        assert status["modules_hv_on"] == 1  # read back, neither switched off nor anything else switched on
+        fresh = lambda state: lambda s: s["state"] == state and s["ts"] >= restarted  # noqa: E731
+        wait_status(client, "caen/status/module/module_0", fresh("HV_ON"), 20)  # left as it was
         for module in ("module_1", "module_2"):
-            assert client.status("caen", f"module/{module}")["state"] == "OFF"
+            wait_status(client, f"caen/status/module/{module}", fresh("OFF"), 20)
 
 
 @pytest.mark.timeout(150)
@@ -362,17 +377,26 @@ def tarfile_names(path: Path) -> set[str]:
 @pytest.mark.timeout(240)
 def test_after_a_power_cut_the_pod_comes_back_with_everything_off(pod: Pod) -> None:
     """What the boot unit does after a power cut: the ExecStart of podman-kube@.service (podman 4.3) plays the
-    same manifest again (--replace, with a service container), volumes kept."""
+    same manifest again (--replace, with a service container), volumes kept. module_0's HV is on before."""
+    with DcsClient(pod.settings("operator")) as client:
+        before = wait_status(client, "caen/status", lambda s: s["connected"], 30)
+        if before["modules_hv_on"] == 0:  # this test alone: switch something on first, or it proves nothing
+            assert client.command("caen", "lv_on", {"modules": ["module_0"]}, timeout=30)["ok"]
+            assert client.command("caen", "hv_on", {"modules": ["module_0"]}, timeout=30)["ok"]
+            wait_status(client, "caen/status", lambda s: s["modules_hv_on"] == 1, 60)
     podman("pod", "kill", pod.name)  # no clean shutdown
     t0 = time.monotonic()
     podman(*boot_unit_play_args(pod.manifest), timeout=300)
     wait_port("127.0.0.1", pod.port, timeout=60)
     with DcsClient(pod.settings("operator")) as client:
         client.subscribe(["caen/#", "julabo/status", "ph2acf/status"])
-        status = wait_status(client, "caen/status", lambda s: s["connected"] and s["state"] == "OFF", 90)
+        cut = time.time() - (time.monotonic() - t0)
+        status = wait_status(client, "caen/status", lambda s: s["connected"] and s["ts"] >= cut, 90)
         pod.timings["power_cut_to_caen_ready_s"] = time.monotonic() - t0
-        assert status["modules_hv_on"] == 0
+        time.sleep(4)  # a few status cycles: nothing may come back on by itself
+        status = wait_status(client, "caen/status", lambda s: s["connected"] and s["ts"] >= cut, 30)
+        assert status["state"] == "OFF" and status["modules_hv_on"] == 0, status
         for module in ("module_0", "module_1", "module_2"):
-            assert client.status("caen", f"module/{module}")["state"] == "OFF"
+            wait_status(client, f"caen/status/module/{module}", lambda s: s["state"] == "OFF" and s["ts"] >= cut, 20)
         julabo = wait_status(client, "julabo/status", lambda s: s["connected"], 60)
         assert julabo["state"] == "STOPPED"  # the chiller is not started by itself

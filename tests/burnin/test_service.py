@@ -142,3 +142,12 @@ def test_dcs_burnin_plan_prints_the_expanded_steps(tmp_path, app_factory, broker
     assert out[1].startswith("recipe sim-short: 11 steps") and out[-1].startswith("estimated duration")
     assert any("IV scan warm" in line and "8 points to -200 V" in line for line in out)
     assert dcs([*login, "burnin", "plan", "nothing"]) == 1
+
+
+def test_the_one_clock_runs_faster_with_time_scale():
+    from burnin.app import Clock
+
+    clock = Clock(50.0)
+    t0, w0 = clock.now(), time.monotonic()
+    time.sleep(0.2)
+    assert clock.now() - t0 == pytest.approx((time.monotonic() - w0) * 50.0, rel=0.05)

@@ -144,7 +144,8 @@ class Engine:
         self.abort_reason: str | None = None
         self._abort_phase = 0
         self._abort_since = 0.0
-        self.tracker = Tracker(settings.retries, settings.retry_interval_s)
+        # replies take real time: the reply timeout (15 s real) is converted to sequencer time
+        self.tracker = Tracker(settings.retries, settings.retry_interval_s, 15.0 * settings.time_scale)
         self.out = Outputs()
         self._results: dict[str, list[dict[str, Any]]] = {"iv_scan": [], "calibration": []}
 

@@ -3,7 +3,8 @@
 # install step before it lands. Run before every submission:
 #   sudo scripts/check-clean-root.sh            set-up (scripts/setup.sh test) + smoke test
 #   sudo scripts/check-clean-root.sh --full     set-up + scripts/test.sh (the whole suite; long)
-#   options: --keep (leave the root for inspection), --refresh-base (debootstrap again), -- <pytest args>
+#   options: --keep (leave the root for inspection), --refresh-base (debootstrap again), -- <pytest args>,
+#            --reuse DIR (run again in a root kept by --keep: for debugging this script, not a clean check)
 #
 # How it works: `debootstrap --variant=minbase bookworm` once (cached as var/clean-root/base-bookworm.tar.gz,
 # rebuilt after 7 days or with --refresh-base), unpacked into a fresh directory on every run; a `git clone` of
@@ -20,11 +21,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "check-clean-root: run as root (debootstrap, chroot, mount)" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "check-clean-root: apt-get install debootstrap" >&2; exit 1; }
 
-full=0 keep=0 refresh=0 pytest_args=()
+full=0 keep=0 refresh=0 reuse="" pytest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) full=1 ;;
     --keep) keep=1 ;;
+    --reuse) reuse=$(cd "$2" && pwd); keep=1; shift ;;
     --refresh-base) refresh=1 ;;
     --) shift; pytest_args=("$@"); break ;;
     *) echo "check-clean-root: unknown option $1" >&2; exit 2 ;;
@@ -49,12 +51,12 @@ if [ "$refresh" = 1 ] || [ ! -s "$base" ] || [ -n "$(find "$base" -mtime +7)" ];
   rm -rf --one-file-system "$tmp"
 fi
 
-root="$cache/root.$(date +%Y%m%d-%H%M%S)"
+root=${reuse:-"$cache/root.$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$root"
 cleanup() {
   local m
-  for m in dev sys proc; do
-    mountpoint -q "$root/$m" && { umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m"; }
+  for m in dev sys proc var/cache/apt/archives root/.cache/pip root/.npm; do
+    if mountpoint -q "$root/$m"; then umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m"; fi
   done
   if findmnt -rn -o TARGET | grep -q "^$root/"; then
     echo "check-clean-root: mounts left under $root, not removing it" >&2
@@ -66,11 +68,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "unpack base into $root"
-tar -C "$root" -xzf "$base"
-say "git clone of HEAD ($(git -C "$repo" rev-parse --short HEAD), committed files only)"
-git clone -q --no-hardlinks "$repo" "$root/root/trackerdcs"
-git -C "$root/root/trackerdcs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+if [ -n "$reuse" ]; then
+  say "REUSING $root (not a clean check)"
+else
+  say "unpack base into $root"
+  tar -C "$root" -xzf "$base"
+  say "git clone of HEAD ($(git -C "$repo" rev-parse --short HEAD), committed files only)"
+  git clone -q --no-hardlinks "$repo" "$root/root/trackerdcs"
+  git -C "$root/root/trackerdcs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+fi
 
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 # The site's network, not a project install step: where HTTPS goes through a proxy with its own CA (as in
@@ -88,6 +94,13 @@ printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
 echo "deb $mirror bookworm-updates main" >>"$root/etc/apt/sources.list"
 echo "deb http://deb.debian.org/debian-security bookworm-security main" >>"$root/etc/apt/sources.list"
+# Download caches only (apt's .debs, pip's wheels, npm's tarballs) are kept between runs, under var/clean-root/
+# cache: every package is still installed from scratch into the fresh root, just not downloaded again.
+for c in apt:var/cache/apt/archives pip:root/.cache/pip npm:root/.npm; do
+  mkdir -p "$cache/cache/${c%%:*}" "$root/${c#*:}"
+  [ "${c%%:*}" = apt ] && mkdir -p "$cache/cache/apt/partial"
+  mount --bind "$cache/cache/${c%%:*}" "$root/${c#*:}"
+done
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"

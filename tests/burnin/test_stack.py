@@ -284,16 +284,19 @@ def test_one_module_breaking_down_in_a_parallel_iv_scan_stops_only_that_module(s
     assert len(iv["module_2"]["points"]) < 8
     for module in ("module_0", "module_1"):
         assert iv[module]["outcome"] == "done" and len(iv[module]["points"]) == 8
-    offs = [
-        (m.received, _json(m).get("modules"))
-        for m in stack.messages
-        if m.topic == "caen/cmd/hv_off"
+    # module_2 was ramped down (V0Set 0) while the others went on to their last point and only then ramped down
+    since = started_at(stack, started["uid"])
+    ramp_downs = [
+        _json(m).get("module")
+        for m in list(stack.messages)
+        if m.received >= since
+        and m.topic == "caen/cmd/set"
+        and _json(m).get("param") == "V0Set"
+        and _json(m).get("value") == 0.0
         and str(_json(m).get("id", "")).startswith("burnin-")
-        and m.received > started_at(stack, started["uid"])
     ]
-    first_off = next(t for t, mods in offs if mods == ["module_2"])
-    last_point = max(p["ts"] for p in iv["module_0"]["points"])
-    assert first_off < last_point, "module_2 was switched off while the others were still scanning"
+    assert ramp_downs[:3] == ["module_0", "module_1", "module_2"], ramp_downs  # the scan's first point, 0 V
+    assert ramp_downs[3] == "module_2" and set(ramp_downs[4:6]) == {"module_0", "module_1"}, ramp_downs
     st = stack.wait_state("DONE", "ABORTED", "FAILED", "HOLDING", timeout=600)
     assert st["state"] == "DONE", st
 

@@ -3,7 +3,9 @@ processes on loopback, against the module's real Mosquitto.
 
 * caen-sim (a real EPICS Channel Access IOC) + caen-fsm,
 * julabo-sim (serial-over-TCP) + julabo-fsm,
-* ph2acf-sim (RunController on TCP) + ph2acf-bridge (TCP mode, runs archived on disk).
+* ph2acf-sim (RunController on TCP) + ph2acf-bridge (TCP mode, runs archived on disk),
+* what the Node-RED interlock publishes (retained ``interlock/status`` OK, refreshed every 20 s, and
+  ``interlock/availability``) as the ``nodered`` account: caen-fsm switches nothing on without it.
 
 Every process gets free ports, logs into the stand's folder and is stopped (SIGTERM, then SIGKILL) by
 :meth:`Stand.stop`. Device-side truth (what the simulated devices were told to do) is read from the
@@ -20,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ import yaml
 from julabo.service_config import julabo_config
 from julabo_sim import control_client
 
+from trackerdcs.client import DcsClient
 from trackerdcs.localbroker import LocalBroker, free_port, wait_port
 from trackerdcs.localca import loopback_ca_env
 from trackerdcs.supervisor import read_until
@@ -90,6 +94,7 @@ class Stand:
     caen_tick_s: float = 0.05
     ph2acf_mongo_uri: str = ""
     procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
+    interlock_every_s: float = 20.0
 
     def __post_init__(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -167,6 +172,39 @@ class Stand:
         self._spawn("ph2acf-sim", argv, PH2ACF_SIM_ENV)
         wait_port("127.0.0.1", self.ph2acf_port, 15)
 
+    # ------------------------------------------------------------------ interlock
+    def _interlock_send(self, topic: str, payload: str) -> None:
+        self._interlock.client.publish(topic, payload.encode(), qos=1, retain=True).wait_for_publish(5)
+
+    def _interlock_ok(self) -> None:
+        doc = {"state": "OK", "active": [], "conditions": [], "details": [], "lv_off_pending": False,
+               "ts": time.time()}  # fmt: skip
+        self._interlock_send("interlock/status", json.dumps(doc))
+
+    def start_interlock(self) -> None:
+        """Publish an OK interlock, as Node-RED does, and keep it fresh until :meth:`stop`."""
+        self._interlock = DcsClient(self.broker.settings("nodered")).connect()
+        self._interlock_stop = threading.Event()
+        self._interlock_send("interlock/availability", "online")
+        self._interlock_ok()
+
+        def beat() -> None:
+            while not self._interlock_stop.wait(self.interlock_every_s):
+                with contextlib.suppress(Exception):  # the broker may be down (broker-kill test)
+                    self._interlock_ok()
+
+        threading.Thread(target=beat, name="interlock-stand-in", daemon=True).start()
+
+    def stop_interlock(self) -> None:
+        if getattr(self, "_interlock", None) is None:
+            return
+        self._interlock_stop.set()
+        with contextlib.suppress(Exception):
+            self._interlock_send("interlock/status", "")
+            self._interlock_send("interlock/availability", "")
+        self._interlock.close()
+        self._interlock = None
+
     # ------------------------------------------------------------------ services
     def _mqtt_env(self, user: str) -> dict[str, str]:
         return {**self.broker.env(user), "DCS_MQTT_CLIENT_ID": f"{user}-rel-{uuid.uuid4().hex[:8]}"}
@@ -214,6 +252,7 @@ class Stand:
         """Start simulators, then services; return once each service is online with its device connected.
         ``client``: a connected :class:`~trackerdcs.client.DcsClient` allowed to read every service."""
         since = time.time()
+        self.start_interlock()
         self.start_caen_sim()
         self.start_julabo_sim()
         self.start_ph2acf_sim()
@@ -239,6 +278,7 @@ class Stand:
         for name in ("ph2acf-bridge", "julabo-fsm", "caen-fsm", "ph2acf-sim", "julabo-sim"):
             _stop(self.procs.get(name), timeout=20 if name == "ph2acf-bridge" else 8)
         self.kill_caen_sim()  # the EPICS IOC has no clean shutdown anyway
+        self.stop_interlock()
 
     # ------------------------------------------------------------------ device-side truth
     def ca_read(self, names: list[str], timeout: float = 20.0) -> dict[str, Any]:
@@ -250,14 +290,18 @@ class Stand:
             "[p.wait_for_connection(5) for p in pvs]\n"
             "print(json.dumps({n: p.get(timeout=5, use_monitor=False) for n, p in zip(names, pvs)}))\n"
         )
-        out = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(names), SYSTEM],
-            env={**os.environ, **self.ca_env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
+        for attempt in (1, 2):  # a loaded machine may miss the 5 s connection window once
+            out = subprocess.run(
+                [sys.executable, "-c", code, json.dumps(names), SYSTEM],
+                env={**os.environ, **self.ca_env},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            if out.returncode == 0:
+                break
+            if attempt == 2:
+                raise RuntimeError(f"reading {len(names)} PVs failed ({out.returncode}): {out.stderr[-1500:]}")
         values = json.loads(out.stdout.strip().splitlines()[-1])
         return {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in values.items()}
 

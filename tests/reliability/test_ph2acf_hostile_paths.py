@@ -15,7 +15,7 @@ def test_config_file_with_control_characters_is_refused_clearly(tmp_path):
     (tmp_path / "CMSIT.xml").write_text("<HwDescription/>")
     settings = load_settings(
         {
-            "ph2acf": {"workdir": str(tmp_path), "mode": "tcp"},
+            "ph2acf": {"workdir": str(tmp_path), "mode": "tcp", "tcp": {"release": "2021-2022"}},
             "storage": {k: str(tmp_path / k) for k in ("archive_dir", "spool_dir", "state_dir")},
         }
     )

@@ -151,8 +151,11 @@ def test_soak_keeps_cpu_memory_and_queues_flat(broker, tmp_path):
                 while (now := time.monotonic()) < end:
                     if now >= next_run:
                         reply = dcs.command("ph2acf", "start", calibration="pixelalive", operator="soak", check=False)
-                        runs_started += bool(reply.get("ok"))
-                        next_run = begin + runs_at.pop(0)
+                        if reply.get("ok"):
+                            runs_started += 1
+                            next_run = begin + runs_at.pop(0)
+                        else:  # the previous run still finishing on a loaded machine: try again shortly
+                            next_run = now + 0.5
                     if now >= next_sample:
                         next_sample = now + SAMPLE_S
                         samples.append(
@@ -217,13 +220,6 @@ def test_soak_keeps_cpu_memory_and_queues_flat(broker, tmp_path):
     assert runs_started >= runs_due - 1 and runs_done == runs_started, (runs_due, runs_started, runs_done)
     for svc, rate in RATES.items():
         assert load.sent[svc] >= 0.9 * rate * SOAK_S, (svc, load.sent[svc])  # the load really ran
-    assert load.failures == [], load.failures[:10]
-    for name in (*PROCESSES, "mosquitto"):
-        s = summary[name]
-        # memory: the fitted line over the steady window may not rise beyond noise
-        assert s["rss_fitted_rise_mb"] < LEAK_FLOOR_MB, (name, "RSS grows", s)
-        # CPU: no creeping load
-        assert s["cpu_last_third"] <= 1.5 * s["cpu_first_third"] + 10.0, (name, s)
     for svc in SERVICES:
         s = summary[svc]
         assert s["outstanding_max"] <= OUTSTANDING_MAX, (svc, "falls behind", s)
@@ -231,3 +227,10 @@ def test_soak_keeps_cpu_memory_and_queues_flat(broker, tmp_path):
         # each service published health (every 10 s) with both queue figures, and the queues stayed short
         assert s["health_docs"] >= SOAK_S // 10 - 1 and s["health_docs_missing_queue_figures"] == 0, (svc, s)
         assert s["commands_queued_max"] < OUTSTANDING_MAX and s["mqtt_out_queued_max"] < 1000, (svc, s)
+    assert load.failures == [], load.failures[:10]
+    for name in (*PROCESSES, "mosquitto"):
+        s = summary[name]
+        # memory: the fitted line over the steady window may not rise beyond noise
+        assert s["rss_fitted_rise_mb"] < LEAK_FLOOR_MB, (name, "RSS grows", s)
+        # CPU: no creeping load
+        assert s["cpu_last_third"] <= 1.5 * s["cpu_first_third"] + 10.0, (name, s)

@@ -86,8 +86,6 @@ class SimCrate:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        if "epics" in sys.modules:  # forget channels to a previous IOC: connect afresh to this one
-            sys.modules["epics"].ca.clear_cache()
         env = {**os.environ, **CA_ENV}
         logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
         self.proc = subprocess.Popen(
@@ -120,40 +118,50 @@ class SimCrate:
     def stop(self) -> None:
         _stop(self.proc)
 
-    # -- direct CA access, as a person with caput in the lab would have
+    # -- direct CA access, as a person with caput in the lab would have. Low-level channels without monitors;
+    # a channel that is not connected (an IOC of an earlier test, or restarted) is recreated, so it is searched
+    # at once. (pyepics' clear_cache between IOCs raced callbacks and crashed the suite with SIGSEGV.)
     @staticmethod
-    def put(name: str, value, wait: bool = True) -> None:
-        import epics
+    def _chid(name: str):
+        from epics import ca
 
-        assert epics.caput(f"{SYSTEM}:{name}", value, wait=wait, timeout=5) == 1, name
+        ca.use_initial_context()
+        chid = ca.create_channel(f"{SYSTEM}:{name}", connect=False, auto_cb=False)
+        if ca.isConnected(chid) or ca.connect_channel(chid, timeout=0.2):
+            return chid
+        ca.clear_channel(chid)
+        chid = ca.create_channel(f"{SYSTEM}:{name}", connect=False, auto_cb=False)
+        return chid if ca.connect_channel(chid, timeout=5) else None
 
-    @staticmethod
-    def get(name: str, **kw):
-        import epics
+    @classmethod
+    def put(cls, name: str, value, wait: bool = True) -> None:
+        from epics import ca
 
-        return epics.caget(f"{SYSTEM}:{name}", timeout=5, use_monitor=False, **kw)
+        chid = cls._chid(name)
+        assert chid is not None, f"{name} not connected"
+        assert ca.put(chid, value, wait=wait, timeout=5) == 1, name
 
-    @staticmethod
-    def label(name: str) -> str:
+    @classmethod
+    def get(cls, name: str):
+        from epics import ca
+
+        chid = cls._chid(name)
+        return None if chid is None else ca.get(chid, timeout=5)
+
+    @classmethod
+    def label(cls, name: str) -> str | None:
         """The label an enum PV reads (as the IOC names it)."""
-        import epics
+        from epics import ca
 
-        return epics.caget(f"{SYSTEM}:{name}", as_string=True, timeout=5, use_monitor=False)
-
-    def put_label(self, name: str, label: str) -> None:
-        """Write an enum PV by label, as ``caput PV Kill`` does."""
-        import epics
-
-        pv = epics.PV(f"{SYSTEM}:{name}", form="ctrl")
-        assert pv.wait_for_connection(5), name
-        pv.get_ctrlvars()
-        index = [s.lower() for s in pv.enum_strs].index(label.lower())
-        assert pv.put(index, wait=True, timeout=5) == 1, name
-        pv.disconnect()
+        chid = cls._chid(name)
+        if chid is None:
+            return None
+        labels, index = ca.get_enum_strings(chid), ca.get(chid, timeout=5)
+        return None if labels is None or index is None else labels[int(index)]
 
     def is_on(self, name: str) -> bool:
         """Whether the Pw PV ``<slot>:<chan>`` reads On, whatever the IOC's label order."""
-        return self.label(f"{name}:Pw").lower() == "on"
+        return (self.label(f"{name}:Pw") or "").lower() == "on"
 
 
 class InterlockStandIn:

@@ -249,6 +249,9 @@ def test_interlock_enforcement_switches_hv_off_and_lv_after_it(plant):
     assert out.puts == [pw("A_lv", False)]
     feed(plant, A_lv__Pw=0, A_lv__Status=0, B_lv__Pw=1, B_lv__Status=ON)  # B still on: switched off again
     assert plant.enforce_off(lv=True, now=6.0, why="again").puts == [pw("B_lv", False)]
+    feed(plant, B_lv__Pw=1, B_lv__Status=ON)  # re-armed, switched on, and a new trip 1 s later:
+    plant.reset_enforcement()
+    assert plant.enforce_off(lv=True, now=7.0, why="new trip").puts == [pw("B_lv", False)]  # at once
 
 
 def test_interlock_enforcement_without_lv_reason_leaves_lv_on(plant):

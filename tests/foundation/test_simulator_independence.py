@@ -26,10 +26,7 @@ SIMULATORS = {
     "ph2acf_sim": REPO / "services" / "ph2acf-bridge" / "ph2acf_sim",
 }
 #: simulators known to break the rule today, with the work that removes the import (strict: flips to XPASS)
-KNOWN_OFFENDERS = {
-    "caen_sim": "caen_sim/main.py imports caen_fsm.config (parse_config) to derive the crate's boards from a "
-    "caen-fsm config file: the caen-fsm/caen-sim work (issue 19 item 3) gives the simulator its own reader",
-}
+KNOWN_OFFENDERS: dict[str, str] = {}  # caen_sim reads caen-fsm configs with its own reader since issue 19
 
 
 def simulator_params() -> list[object]:

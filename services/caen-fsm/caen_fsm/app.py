@@ -134,6 +134,7 @@ class CaenApp:
             out = Outcome()
             if last is None or last.state != view.state or last.reasons != view.reasons:
                 self.plant.interlock_state = view.state.value
+                self.plant.reset_enforcement()  # a new demand switches off at once, not after resend_s
                 out.system = True
                 if not lost:
                     out.events.append(self._permit_event(view))

@@ -94,10 +94,22 @@ class CaAdapter:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the worker and clear every channel (with its subscription): no callback can reach this
+        adapter afterwards, even if the IOC comes back while the process lives on."""
         self._stop.set()
         self._queue.put(("x", "", None))
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._lock:
+            chids, self._chids = list(self._chids.values()), {}
+            self._subs.clear()
+            self._connected.clear()
+        if chids:
+            ca.use_initial_context()
+            for chid in chids:
+                with contextlib.suppress(ca.ChannelAccessException):
+                    ca.clear_channel(chid)
+            ca.flush_io()
 
     @property
     def connected_count(self) -> int:

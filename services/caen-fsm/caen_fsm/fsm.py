@@ -685,6 +685,10 @@ class Plant:
             out.result = {"switched_off": acted}
         return out
 
+    def reset_enforcement(self) -> None:
+        """Forget when channels were last switched off by :meth:`enforce_off` (a new demand acts at once)."""
+        self._enforced_at.clear()
+
     def take_partial(self) -> Outcome:
         """The actions decided by a switch-off command that was only partly possible (then refused)."""
         out, self._pending = self._pending, Outcome()

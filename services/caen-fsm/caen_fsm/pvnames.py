@@ -13,7 +13,9 @@ from .states import Kind
 
 @dataclass(frozen=True)
 class Param:
-    """One channel parameter: its PV suffix, whether operators may write it, and its enum labels if any."""
+    """One channel parameter: its PV suffix, whether operators may write it, and, for an enum, the manual's
+    words for its values. Only the words are assumed, never their index: the index is looked up in the label
+    list the IOC gives (:mod:`caen_fsm.enums`)."""
 
     name: str
     writable: bool
@@ -47,7 +49,6 @@ LV_ONLY = (
 HV_ONLY = (
     Param("RUp", True, unit="V/s", minimum=0.0),
     Param("RDWn", True, unit="V/s", minimum=0.0),
-    # Enum index order UNCONFIRMED on the real crate; the simulator uses the same order.
     Param("PDwn", True, enum=("Kill", "Ramp")),
     Param("ImRange", True, enum=("High", "Low")),
 )
@@ -79,7 +80,7 @@ ALIASES: dict[str, str] = {
     "imRange": "ImRange",
 }
 
-#: Crate-level property written to clear latched alarms (enum No/Yes; we write 1).
+#: Crate-level property written to clear latched alarms (enum No/Yes: the index of "Yes" in the IOC's list).
 CLEAR_ALARM = "ClearAlarm"
 
 

@@ -40,18 +40,48 @@ def boards_from_config(cfg: dict) -> tuple[str | None, list[Board]]:
                 raise ConfigError(f"boards[{i}]: needs slot, kind (lv|hv) and channels") from None
         return cfg.get("system"), boards
     if "channels" in cfg:
-        from caen_fsm.config import parse_config
-
-        parsed = parse_config(cfg)
         per_slot: dict[int, tuple[str, int]] = {}
-        for ch in parsed.channels.values():
-            kind, top = per_slot.get(ch.slot, (ch.kind.value, 0))
-            if kind != ch.kind.value:
-                raise ConfigError(f"slot {ch.slot} mixes LV and HV channels")
-            per_slot[ch.slot] = (kind, max(top, ch.channel + 1))
+        for kind, slot, chan in _channel_addresses(cfg["channels"]):
+            have, top = per_slot.get(slot, (kind, 0))
+            if have != kind:
+                raise ConfigError(f"slot {slot} mixes LV and HV channels")
+            per_slot[slot] = (kind, max(top, chan + 1))
         boards = [Board(s, k, max(n, 8 if k == "lv" else 12)) for s, (k, n) in sorted(per_slot.items())]
-        return parsed.system, boards
+        return str(cfg.get("system", cfg.get("sysname", "cleanroom"))), boards
     raise ConfigError("simulator config needs 'boards:' or a caen-fsm 'channels:' list")
+
+
+def _channel_addresses(channels: object) -> list[tuple[str, int, int]]:
+    """(kind, slot, channel) of every channel in a caen-fsm ``channels:`` list or mapping: module entries
+    ``{lv: <address>, hv: <address>}`` and lone channels ``{kind: lv|hv, slot|board: .., channel|chan: ..}``,
+    an address being ``[slot, channel]`` or ``{board|slot: .., chan|channel: ..}``. Read here on its own
+    (the simulator shares no code with the service)."""
+    entries = list(channels.values()) if isinstance(channels, dict) else channels
+    if not isinstance(entries, list):
+        raise ConfigError("channels: must be a mapping or a list")
+
+    def address(raw: object, where: str) -> tuple[int, int]:
+        if isinstance(raw, (list, tuple)) and len(raw) == 2:
+            slot, chan = raw
+        elif isinstance(raw, dict):
+            slot, chan = raw.get("board", raw.get("slot")), raw.get("chan", raw.get("channel"))
+        else:
+            raise ConfigError(f"{where}: expected [slot, channel] or a mapping with board/chan")
+        if not isinstance(slot, int) or not isinstance(chan, int):
+            raise ConfigError(f"{where}: slot and channel must be integers")
+        return slot, chan
+
+    found = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"channels[{i}]: must be a mapping")
+        if "kind" in entry:
+            found.append((str(entry["kind"]).lower(), *address(entry, f"channels[{i}]")))
+            continue
+        for kind in ("lv", "hv"):
+            if kind in entry:
+                found.append((kind, *address(entry[kind], f"channels[{i}].{kind}")))
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from trackerdcs.service import Service
 
 from .ca_adapter import CaAdapter
 from .config import CaenConfig
-from .fsm import CommandRefused, Event, Outcome, Plant
+from .fsm import ChannelModel, CommandRefused, Event, Outcome, Plant
 from .permit import Permit, PermitView
 from .pvnames import PARAMS, SETTABLE, canonical_param
 from .states import Command, Kind
@@ -295,7 +295,8 @@ class CaenApp:
 
         return self._run(decide)
 
-    def _refuse_raise_without_permit(self, ch, param: str, value: float) -> None:
+    def _refuse_raise_without_permit(self, ch: ChannelModel, param: str, value: float) -> None:
+        """Raising a set value (V0Set, I0Set) needs the interlock permit; lowering it never does."""
         view = self._view()
         if view.granted:
             return

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from julabo_sim import control_client
 
-from trackerdcs.client import DcsClient
+from trackerdcs.client import DcsClient, Message
 from trackerdcs.localbroker import LocalBroker
 from trackerdcs.supervisor import read_until
 
@@ -71,6 +72,17 @@ class SimProcess:
             self.proc.stdout.close()
 
 
+# The simulator as the manual describes the device, and with the pacing jitter an independent device showed
+# (it finishes reading a line up to 25 ms after it arrived, so a client keeping exactly 250 ms loses replies).
+SIM_MODES = {"default": (), "jittery": ("--jitter", "0.025")}
+
+
+@pytest.fixture(params=sorted(SIM_MODES))
+def sim_mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Extra ``julabo-sim`` arguments: tests taking this fixture run against both simulator behaviours."""
+    return SIM_MODES[request.param]
+
+
 @pytest.fixture
 def make_sim() -> Iterator:
     sims: list[SimProcess] = []
@@ -123,3 +135,34 @@ def wait_event(client: DcsClient, kind: str, since: float, timeout: float = 10.0
 
 def now() -> float:
     return time.time()
+
+
+class Recorder:
+    """Every message on a topic pattern, in arrival order, with the local arrival time."""
+
+    def __init__(self, client: DcsClient, pattern: str) -> None:
+        self.items: list[tuple[float, dict]] = []
+        self._lock = threading.Lock()
+        client.watch(pattern, self._add)
+
+    def _add(self, message: Message) -> None:
+        if message.payload:
+            with self._lock:
+                self.items.append((time.time(), message.json()))
+
+    def docs(self, since: float = 0.0) -> list[dict]:
+        with self._lock:
+            return [d for t, d in self.items if t >= since]
+
+    def events(self, kind: str, since: float = 0.0) -> list[dict]:
+        return [d for d in self.docs(since) if d.get("kind") == kind]
+
+    def wait(self, kind: str, since: float, timeout: float = 10.0) -> dict:
+        """The first event of ``kind`` that arrived at or after ``since``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(kind, since)
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise TimeoutError(f"no {kind} event within {timeout} s; seen: {[d.get('kind') for d in self.docs(since)]}")

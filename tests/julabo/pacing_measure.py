@@ -2,10 +2,11 @@
 
     .venv/bin/python -m tests.julabo.pacing_measure [--queries 300] [--jitter 0.025] [--pacing 0.25 0.26 0.27]
 
-Starts ``julabo-sim`` (XON noise off, first-command loss off, the given jitter), then for each pacing opens the
-service's own :class:`~julabo_fsm.link.SerialLink` over TCP and sends the service's poll cycle (STATUS, IN_PV_00,
-IN_PV_01, IN_PV_02, IN_SP_00) in a loop, counting silent and unreadable replies. Prints one JSON line per pacing
-with the machine and the date of the run.
+Starts ``julabo-sim`` (XON noise off, first-command loss off, the given jitter), then for each pacing opens
+the service's own :class:`~julabo_fsm.link.SerialLink` over TCP and sends the service's poll cycle (STATUS,
+IN_PV_00, IN_PV_01, IN_PV_02, IN_SP_00) in a loop. Counts silent and unreadable replies (also hit by this
+machine's load: a reply later than 0.5 s counts as silent) and the pacing violations the simulated device saw.
+Prints one JSON line per pacing with the machine and the date of the run.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from .conftest import SimProcess
 CYCLE = ("STATUS", "IN_PV_00", "IN_PV_01", "IN_PV_02", "IN_SP_00")
 
 
-def measure(url: str, pacing: float, queries: int) -> dict[str, object]:
-    link = SerialLink(url, pacing_s=pacing, reply_timeout_s=0.3)
+def measure(sim: SimProcess, pacing: float, queries: int) -> dict[str, object]:
+    link = SerialLink(sim.tcp_url, pacing_s=pacing, reply_timeout_s=0.5)
     link.open()
     silent = garbled = 0
     sent: list[float] = []
@@ -43,6 +44,7 @@ def measure(url: str, pacing: float, queries: int) -> dict[str, object]:
                 reply_text(raw)
             except ProtocolError:
                 garbled += 1
+        (device,) = [c for c in sim.state()["connections"] if c["kind"] == "tcp"]
     finally:
         link.close()
     gaps = [b - a for a, b in itertools.pairwise(sent)]
@@ -52,6 +54,9 @@ def measure(url: str, pacing: float, queries: int) -> dict[str, object]:
         "silent": silent,
         "garbled": garbled,
         "lost_pct": round(100.0 * (silent + garbled) / queries, 2),
+        # what the simulated device saw: lines that came too early after it finished reading the previous one
+        "device_pacing_violations": device["pacing_violations"],
+        "device_commands": device["commands"],
         "gap_min_s": round(min(gaps), 5),
         "gap_median_s": round(statistics.median(gaps), 5),
     }
@@ -65,9 +70,8 @@ def main() -> None:
     args = p.parse_args()
     sim = SimProcess("--xon", "0", "--no-first-command-loss", "--jitter", str(args.jitter))
     try:
-        url = sim.tcp_url
         for pacing in args.pacing:
-            result = measure(url, pacing, args.queries)
+            result = measure(sim, pacing, args.queries)
             result.update(
                 jitter_s=args.jitter,
                 machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",

@@ -4,47 +4,15 @@ pacing with jitter (issue 18 items 3 and 4). Every test runs the real service ag
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 
-from trackerdcs.client import CommandFailed, DcsClient, Message
+from trackerdcs.client import CommandFailed
 
-from .conftest import wait_status
+from .conftest import Recorder, wait_status
 
 READY = lambda s: s["state"] == "STOPPED" and s["setpoint_1"] is not None  # noqa: E731
-
-
-class Recorder:
-    """Every message on a topic pattern, in arrival order, with the local arrival time."""
-
-    def __init__(self, client: DcsClient, pattern: str) -> None:
-        self.items: list[tuple[float, dict]] = []
-        self._lock = threading.Lock()
-        client.watch(pattern, self._add)
-
-    def _add(self, message: Message) -> None:
-        if message.payload:
-            with self._lock:
-                self.items.append((time.time(), message.json()))
-
-    def docs(self, since: float = 0.0) -> list[dict]:
-        with self._lock:
-            return [d for t, d in self.items if t >= since]
-
-    def events(self, kind: str, since: float = 0.0) -> list[dict]:
-        return [d for d in self.docs(since) if d.get("kind") == kind]
-
-    def wait(self, kind: str, since: float, timeout: float = 10.0) -> dict:
-        """The first event of ``kind`` that arrived at or after ``since``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(kind, since)
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise TimeoutError(f"no {kind} event within {timeout} s; seen: {[d.get('kind') for d in self.docs(since)]}")
 
 
 @pytest.mark.timeout(60)
@@ -75,17 +43,22 @@ def test_the_default_pacing_has_margin_against_a_jittery_chiller(make_sim, make_
     before = dict(app.driver.counters)
     time.sleep(15)
     after = dict(app.driver.counters)
+    (device,) = [c for c in sim.state()["connections"] if c["kind"] == "tcp"]
     queries = after["queries"] - before["queries"]
-    bad = (after["silent"] - before["silent"]) + (after["garbled"] - before["garbled"])
+    lost = (after["silent"] - before["silent"]) + (after["garbled"] - before["garbled"])
     assert queries > 30
-    assert bad <= max(1, 0.01 * queries), f"{bad} of {queries} replies lost or garbled at the default pacing"
+    # What the device saw is the measure of the pacing (a reply merely late under load is not its fault).
+    assert device["pacing_violations"] <= max(1, 0.01 * device["commands"]), (
+        f"the chiller saw {device['pacing_violations']} of {device['commands']} lines too early "
+        f"({lost} of {queries} replies lost or garbled) at the default pacing"
+    )
 
 
 @pytest.mark.timeout(60)
 def test_a_stop_whose_line_is_lost_is_sent_again_until_the_chiller_reads_back_stopped(
-    make_sim, make_app, operator
+    make_sim, make_app, operator, sim_mode
 ) -> None:
-    sim = make_sim()
+    sim = make_sim(*sim_mode)
     app = make_app(sim.tcp_url)
     wait_status(operator, READY, since=app.started)
     operator.command("julabo", "start")
@@ -117,9 +90,9 @@ def test_a_stop_that_still_fails_is_an_alarm_event_not_only_a_failed_reply(make_
 
 @pytest.mark.timeout(90)
 def test_one_power_failure_is_one_event_even_when_a_reply_is_lost_while_values_are_restored(
-    make_sim, make_app, operator
+    make_sim, make_app, operator, sim_mode
 ) -> None:
-    sim = make_sim("--power-fail-seconds", "2.5", "--xon", "0")
+    sim = make_sim(*sim_mode, "--power-fail-seconds", "2.5", "--xon", "0")
     events = Recorder(operator, "julabo/event")
     app = make_app(sim.tcp_url)
     wait_status(operator, READY, since=app.started)

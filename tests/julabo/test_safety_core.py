@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from julabo_fsm.protocol import Reading, Setting, parse_status
 from julabo_fsm.safety import Outage, OutagePhase, Verdict, fresh, judge_gap, stop_verdict
 
@@ -135,3 +136,16 @@ def test_a_reading_older_than_the_limit_is_no_reading() -> None:
     assert fresh(12.5, 100.0, 104.9, 5.0) == 12.5
     assert fresh(12.5, 100.0, 105.1, 5.0) is None
     assert fresh(12.5, None, 100.0, 5.0) is None
+
+
+def test_the_safety_settings_have_safe_defaults_and_nonsense_is_refused() -> None:
+    from julabo_fsm.app import JulaboConfig
+
+    from trackerdcs.config import ConfigError
+
+    cfg = JulaboConfig.from_config({"julabo": {"connection": "socket://127.0.0.1:1"}})
+    assert cfg.driver.pacing_s >= 0.27  # the device's 250 ms plus the measured margin
+    assert cfg.driver.unsafe_attempts >= 2 and 0 < cfg.driver.stale_after_s <= 10
+    for bad in ({"unsafe_attempts": 0}, {"stale_after_s": 0}):
+        with pytest.raises(ConfigError):
+            JulaboConfig.from_config({"julabo": {"connection": "socket://127.0.0.1:1", **bad}})

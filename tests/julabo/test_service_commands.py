@@ -18,8 +18,8 @@ STATUS_FIELDS = {
 
 
 @pytest.fixture
-def chiller(make_sim, make_app, operator):
-    sim = make_sim("--tau", "5", "--xon", "0.3", "--setpoint-range", "-50", "100")
+def chiller(make_sim, make_app, operator, sim_mode):
+    sim = make_sim(*sim_mode, "--tau", "5", "--xon", "0.3", "--setpoint-range", "-50", "100")
     app = make_app(sim.tcp_url)
     status = wait_status(operator, lambda s: s["state"] == "STOPPED" and s["setpoint_1"] is not None, since=app.started)
     return sim, app, status

@@ -13,13 +13,14 @@ import yaml
 
 from trackerdcs.client import CommandFailed
 
-from .conftest import BIN, wait_event, wait_status
+from .conftest import BIN, Recorder, wait_event, wait_status
 from .service_config import julabo_config
 
 
 @pytest.mark.timeout(60)
 def test_unplugged_cable_means_disconnected_with_an_alarm_and_replug_recovers(make_sim, make_app, operator) -> None:
     sim = make_sim("--xon", "0.2")
+    events = Recorder(operator, "julabo/event")
     app = make_app(sim.tcp_url)
     wait_status(operator, lambda s: s["state"] == "STOPPED" and s["setpoint_1"] is not None, since=app.started)
     operator.command("julabo", "set_setpoint", index=1, value=15.0)
@@ -44,8 +45,10 @@ def test_unplugged_cable_means_disconnected_with_an_alarm_and_replug_recovers(ma
 
 
 @pytest.mark.timeout(60)
-def test_after_a_power_failure_the_chiller_stays_stopped_and_the_operator_is_told(make_sim, make_app, operator) -> None:
-    sim = make_sim("--power-fail-seconds", "2.5")
+def test_after_a_power_failure_the_chiller_stays_stopped_and_the_operator_is_told(
+    make_sim, make_app, operator, sim_mode
+) -> None:
+    sim = make_sim(*sim_mode, "--power-fail-seconds", "2.5")
     app = make_app(sim.tcp_url)
     wait_status(operator, lambda s: s["state"] == "STOPPED" and s["setpoint_1"] is not None, since=app.started)
     operator.command("julabo", "set_setpoint", index=2, value=-5.0)

@@ -72,6 +72,10 @@ class JulaboConfig:
             raise ConfigError(f"julabo: {exc}") from None
         if out.setpoint_min >= out.setpoint_max:
             raise ConfigError("julabo.limits: setpoint_min must be below setpoint_max")
+        if out.driver.unsafe_attempts < 1:
+            raise ConfigError("julabo.unsafe_attempts must be at least 1")
+        if out.driver.stale_after_s <= 0:
+            raise ConfigError("julabo.stale_after_s must be positive (seconds)")
         if out.driver.pacing_s < 0.25:
             log.warning("pacing_s=%s is below the 250 ms the chiller needs: expect lost replies", out.driver.pacing_s)
         return out

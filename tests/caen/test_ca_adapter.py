@@ -92,3 +92,36 @@ def test_small_batches_against_a_real_ioc_bring_every_module_out_of_disconnected
             assert plant.system.state == SystemState.OFF
     finally:
         adapter.stop()
+
+
+def test_while_pvs_are_lost_one_is_recreated_each_second_and_its_answer_recreates_all(monkeypatch):
+    """Issue 18.6, the adapter's part: libca's own search backs off to a minute; the probe does not."""
+    created: list[str] = []
+    cleared: list[object] = []
+    monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: created.append(name) or f"chid-{name}")
+    monkeypatch.setattr(ca_adapter.ca, "clear_channel", cleared.append)
+    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid: ("sub", chid))
+    adapter = CaAdapter(["A", "B", "C"], lambda values, conns: None, probe_s=1.0)
+    adapter._chids = {n: f"chid-{n}" for n in adapter.pvnames}
+    for name in ("A", "B", "C"):
+        adapter._connection_changed(name, True)
+    for name in ("A", "B", "C"):
+        adapter._connection_changed(name, False)  # the IOC went away
+    t0 = adapter._last_change
+    adapter._probe_tick(t0 + 0.5)
+    assert created == []  # connection events within the last second: libca may be reconnecting by itself
+    adapter._probe_tick(t0 + 1.0)
+    adapter._probe_tick(t0 + 1.5)  # not due yet
+    adapter._probe_tick(t0 + 2.0)
+    assert len(created) == 2 and created[0] != created[1]  # one PV per second, rotating
+    probe = adapter._probe
+    created.clear()
+    adapter._connection_changed(probe, True)  # the IOC answers the probe
+    assert sorted(created) == sorted({"A", "B", "C"} - {probe})  # every other lost PV searched afresh at once
+    for name in created:
+        adapter._connection_changed(name, True)
+    created.clear()
+    adapter._probe_tick(t0 + 10.0)
+    assert created == [] and adapter.probe_hits == 1  # nothing lost: no probe

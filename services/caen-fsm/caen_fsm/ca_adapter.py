@@ -67,6 +67,7 @@ class CaAdapter:
         self.probe_s = probe_s  # 0 disables the probe
         self._ever: set[str] = set()  # PVs that connected at least once
         self._probe: str | None = None  # the PV recreated last as a probe
+        self._probes = 0
         self._probe_at = 0.0
         self._last_change = time.monotonic()  # of the latest connection event
         self.probe_hits = 0
@@ -165,8 +166,9 @@ class CaAdapter:
                 self._probe = None
                 return
             self._probe_at = now
-            known = [n for n in lost if n in self._ever]
-            name = (known or lost)[0]
+            candidates = [n for n in lost if n in self._ever] or lost
+            self._probes += 1  # rotate: one PV gone for good (a board removed) must not hide the others
+            name = candidates[self._probes % len(candidates)]
             self._probe = name
             self._recreate_locked(name)
         ca.flush_io()

@@ -11,8 +11,8 @@ Reconnection after a long outage: libca searches a lost channel again with a per
 EPICS_CA_MAX_SEARCH_PERIOD (60 s at least) and only restarts fast searching when it hears a beacon anomaly
 through a CA repeater. Without a repeater (none ships with pyepics or epicscorelibs, and none runs in the pod)
 a crate that was down for minutes was found again only after tens of seconds to minutes. While PVs are
-disconnected the worker therefore recreates the channel of one of them (one that used to connect) every
-``probe_s``, once no connection event came for ``probe_s``: a new channel is searched at once. When that
+disconnected the worker therefore recreates the channel of one of them (rotating over those that used to
+connect) every ``probe_s``, once no connection event came for ``probe_s``: a new channel is searched at once. When that
 *probe* connects the IOC is answering, and every other disconnected channel is recreated (searched at once).
 
 The EPICS_CA_* environment must be set before this module is imported (pyepics reads it at libca init).

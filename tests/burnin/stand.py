@@ -57,6 +57,7 @@ class Stand:
     now: float = 0.0
     runs: int = 0
     journaled: list[dict[str, Any]] = field(default_factory=list)  #: journal records the engine produced
+    published: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)  #: module -> (doc, at)
 
     def apply(self, cmd: Command) -> Reply:
         self.log.append(cmd)
@@ -130,6 +131,23 @@ class Stand:
                 self.ph2acf = "IDLE"
                 self.last_run = {**(self.last_run or {}), "outcome": "done"}
 
+    def _module_status(self, name: str, m: Mod, stale: set[str]) -> Source:
+        """As caen-fsm publishes it: a new document only when the state changes, VMon moves by more than
+        0.05 V or IMon by more than 0.0005 uA (its deadbands), or the 30 s heartbeat is due."""
+        doc = {"state": m.state(), "hv_vmon": m.vmon, "hv_imon": m.current(), "hv_channel": f"{name}_hv"}
+        last = self.published.get(name)
+        if (
+            last is None
+            or last[0]["state"] != doc["state"]
+            or abs(last[0]["hv_vmon"] - doc["hv_vmon"]) > 0.05
+            or abs(last[0]["hv_imon"] - doc["hv_imon"]) > 0.0005
+            or self.now - last[1] >= 30.0
+        ):
+            # received a moment before the engine's tick (messages arrive between ticks, as in the service)
+            last = ({**doc, "ts": self.now}, self.now - 0.001)
+            self.published[name] = last
+        return Source(last[0], age_s=1000.0 if "caen" in stale else self.now - last[1], at=last[1])
+
     def world(self, stale: set[str] = frozenset()) -> World:
         def src(doc: dict[str, Any], name: str) -> Source:
             return Source(doc, age_s=1000.0 if name in stale else 1.0, at=self.now)
@@ -137,19 +155,7 @@ class Stand:
         return World(
             online={n: n not in self.offline for n in ("caen", "julabo", "ph2acf", "interlock")},
             caen=src({"state": "X"}, "caen"),
-            modules={
-                n: src(
-                    {
-                        "state": m.state(),
-                        "hv_vmon": m.vmon,
-                        "hv_imon": m.current(),
-                        "hv_channel": f"{n}_hv",
-                        "ts": self.now,
-                    },
-                    "caen",
-                )
-                for n, m in self.modules.items()
-            },
+            modules={n: self._module_status(n, m, stale) for n, m in self.modules.items()},
             channels={f"{n}_hv": src({"v0set": m.v0set}, "caen") for n, m in self.modules.items()},
             julabo=src(
                 {"state": self.chiller, "bath_temp": self.bath, "setpoint": self.setpoint, "active_setpoint": 1},

@@ -285,3 +285,15 @@ def test_died_while_aborting_comes_back_failed_and_abort_runs_the_shutdown_again
     fresh.abort(stand.now, "operator finishes the shutdown")
     run(fresh, stand, 120, until=lambda: fresh.state == State.ABORTED)
     assert fresh.state == State.ABORTED and all(not m.lv and not m.hv_on for m in stand.modules.values())
+
+
+def test_an_iv_scan_takes_its_physical_time_even_when_readings_are_deadbanded():
+    """The crate's status is republished only on change beyond its deadbands: a settled point must not wait for
+    the next heartbeat. Ramps + settling is the physical time; the sequencer may add at most 5 %."""
+    text = SHORT.replace("  - power: hv_on\n  - wait: {duration: 20, name: hold}\n", "")
+    eng, stand = started(text)
+    run(eng, stand, 600, dt=0.02, until=lambda: bool(eng.results["iv_scan"]))
+    iv_step = next(h for h in eng.history if h.name == "iv")
+    profile = eng.recipe.profiles["p"]
+    assert iv_step.end is not None
+    assert iv_step.end - iv_step.start <= profile.physical_s() * 1.05 + 0.5, (iv_step.end - iv_step.start, profile)

@@ -187,8 +187,10 @@ class IvScan:
                     f"{allowed:.0f} s (VMon {self.polarity * abs(vmon):.1f} V)",
                 )
             return []
-        # SETTLE
-        if now - s.since < self.profile.settle_s or src.at < s.since:
+        # SETTLE. The newest status is the reading: caen-fsm republishes whenever VMon/IMon move beyond their
+        # deadbands, so no newer document means no change beyond them (waiting for a fresh one would wait for
+        # the heartbeat). The point keeps that document's own ts.
+        if now - s.since < self.profile.settle_s:
             return []
         point = IvPoint(
             set_v=self.profile.points[s.index],

@@ -127,7 +127,7 @@ class SimCrate:
 
         ca.use_initial_context()
         chid = ca.create_channel(f"{SYSTEM}:{name}", connect=False, auto_cb=False)
-        if ca.isConnected(chid) or ca.connect_channel(chid, timeout=0.2):
+        if ca.isConnected(chid):
             return chid
         ca.clear_channel(chid)
         chid = ca.create_channel(f"{SYSTEM}:{name}", connect=False, auto_cb=False)

@@ -125,3 +125,23 @@ def test_while_pvs_are_lost_one_is_recreated_each_second_and_its_answer_recreate
     created.clear()
     adapter._probe_tick(t0 + 10.0)
     assert created == [] and adapter.probe_hits == 1  # nothing lost: no probe
+
+
+def test_a_connection_event_of_a_channel_recreated_since_is_ignored(monkeypatch):
+    """Found by the outage test: an 'up' event queued by the old channel, handled after the probe had
+    recreated the channel, subscribed the new (unconnected) channel and left the PV without values for good."""
+    ids = iter(range(100, 200))
+    monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: next(ids))
+    monkeypatch.setattr(ca_adapter.ca, "clear_channel", lambda chid: None)
+    subscribed: list[int] = []
+    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid: subscribed.append(chid) or chid)
+    adapter = CaAdapter(["A"], lambda values, conns: None, probe_s=0)
+    adapter._chids = {"A": 1}
+    with adapter._lock:
+        adapter._recreate_locked("A")  # the probe: channel 1 cleared, channel 100 created
+    assert adapter._connection_changed("A", True, chid=1) is False  # the old channel's event
+    assert not adapter.is_connected("A") and subscribed == []
+    assert adapter._connection_changed("A", True, chid=100) is True
+    assert adapter.is_connected("A") and subscribed == [100]

@@ -73,9 +73,9 @@ class CaAdapter:
         self.probe_hits = 0
 
     # ------------------------------------------------------------------ CA-thread callbacks (enqueue only)
-    def _on_connection(self, pvname: str | None = None, conn: bool = False, **_: Any) -> None:
+    def _on_connection(self, pvname: str | None = None, conn: bool = False, chid: Any = None, **_: Any) -> None:
         if pvname is not None:
-            self._queue.put(("c", pvname, conn))
+            self._queue.put(("c", pvname, (conn, chid)))
 
     def _on_value(self, pvname: str | None = None, value: Any = None, enum_strs: Any = None, **_: Any) -> None:
         if pvname is not None:
@@ -136,8 +136,9 @@ class CaAdapter:
                 if kind == "v":
                     values.append((name, payload))
                 else:
-                    self._connection_changed(name, payload)
-                    conns.append((name, payload))
+                    conn, chid = payload
+                    if self._connection_changed(name, conn, chid):
+                        conns.append((name, conn))
                 # check the limit *before* taking the next item: an item taken and then left behind by the
                 # break was lost for good (one update in every max_batch + 1 whenever the queue was backed up)
                 if len(values) + len(conns) >= self.max_batch:
@@ -180,9 +181,14 @@ class CaAdapter:
         count = self._reconnect_locked()
         log.info("IOC answers again (probe %s connected): recreated %d disconnected channels", name, count)
 
-    def _connection_changed(self, name: str, conn: bool) -> None:
+    def _connection_changed(self, name: str, conn: bool, chid: Any = None) -> bool:
+        """Apply a connection event; False when it came from a channel recreated since (ignored)."""
         with self._lock:
+            current = self._chids.get(name)
+            if chid is not None and current is not None and _chid_int(current) != _chid_int(chid):
+                return False  # queued before its channel was cleared and recreated: not about the current one
             self._connection_changed_locked(name, conn)
+            return True
 
     def _connection_changed_locked(self, name: str, conn: bool) -> None:
         self._last_change = time.monotonic()
@@ -263,3 +269,8 @@ class CaAdapter:
                 return True
             time.sleep(0.02)
         return len(self._connected) >= len(self.pvnames)
+
+
+def _chid_int(chid: Any) -> int:
+    """A channel id as a plain int (pyepics hands out ctypes ids and plain ints)."""
+    return int(getattr(chid, "value", chid) or 0)

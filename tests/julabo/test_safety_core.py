@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from julabo_fsm.protocol import Reading, Setting, parse_status
-from julabo_fsm.safety import Outage, OutagePhase, Verdict, fresh, judge_gap, stop_verdict
+from julabo_fsm.safety import Outage, OutagePhase, RunWatch, Verdict, fresh, judge_gap, stop_verdict
 
 BEFORE = {
     Reading.SETPOINT_1: 20.0,
@@ -118,6 +118,33 @@ def test_restoration_can_be_switched_off_and_respects_the_model_map() -> None:
     assert judge({**BEFORE, Reading.RUNNING: True}, POWER_ON, restore=False).restore == ()
     plan = judge({**BEFORE, Reading.RUNNING: True}, POWER_ON, can_write=lambda s: s is not Setting.PUMP_STAGE)
     assert Setting.PUMP_STAGE not in [s for s, _, _ in plan.restore]
+
+
+def test_a_stop_nobody_at_the_dcs_asked_for_is_reported() -> None:
+    watch = RunWatch()
+    assert not watch.observe(True, in_gap=False)
+    assert watch.observe(False, in_gap=False)  # front panel
+    watch.commanded(True)
+    watch.commanded(False)
+    assert not watch.observe(False, in_gap=False)  # the DCS's own stop is no news
+
+
+def test_after_a_front_panel_restart_the_next_stop_is_news_again() -> None:
+    """Defect: once the DCS had stopped the chiller, every later stop counted as "commanded"."""
+    watch = RunWatch()
+    watch.commanded(False)
+    assert not watch.observe(True, in_gap=False)  # restarted on the front panel
+    assert watch.observe(False, in_gap=False)
+
+
+def test_during_a_gap_nothing_is_concluded_and_the_gap_verdict_moves_the_baseline() -> None:
+    watch = RunWatch(was_running=True)
+    assert not watch.observe(False, in_gap=True)
+    assert watch.was_running is True  # the gap is judged by judge_gap, with this baseline
+    watch.after_gap(False)
+    assert watch.was_running is False and not watch.observe(False, in_gap=False)
+    watch.alarm()
+    assert watch.was_running is None and not watch.observe(False, in_gap=False)
 
 
 def test_a_stop_counts_only_when_the_chiller_says_it_is_stopped() -> None:

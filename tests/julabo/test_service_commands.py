@@ -8,7 +8,7 @@ import pytest
 
 from trackerdcs.client import CommandFailed
 
-from .conftest import wait_event, wait_status
+from .conftest import Recorder, wait_event, wait_status
 
 STATUS_FIELDS = {
     "state", "connected", "bath_temp", "external_temp", "heating_power", "setpoint", "setpoint_1", "setpoint_2",
@@ -187,3 +187,19 @@ def test_the_status_follows_the_link_at_once_and_is_complete_after_the_first_rea
         timeout=6,
     )
     assert full["ts"] - first["ts"] < 5.0
+
+
+@pytest.mark.timeout(60)
+def test_a_front_panel_stop_after_a_front_panel_restart_is_reported(chiller, operator) -> None:
+    """The DCS stopped the chiller once; someone restarted it on the front panel and later stopped it there:
+    that second stop is news to the operator (and a power cut after the restart would be too)."""
+    sim, _, _ = chiller
+    events = Recorder(operator, "julabo/event")
+    operator.command("julabo", "start")
+    operator.command("julabo", "stop")
+    sim.control("panel start")
+    wait_status(operator, lambda s: s["state"] == "RUNNING", since=time.time())
+    since = time.time()
+    sim.control("panel stop")
+    event = events.wait("stopped_externally", since, timeout=10)
+    assert event["severity"] == "warning"

@@ -39,7 +39,7 @@ from .protocol import (
     parse_status,
     parse_version,
 )
-from .safety import Outage, OutagePhase, Verdict, fresh, judge_gap, stop_verdict
+from .safety import Outage, OutagePhase, RunWatch, Verdict, fresh, judge_gap, stop_verdict
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ class ChillerDriver:
         self._garbled_streak = 0
         self._slow_index = 0
         self._sweep_pending = True
-        self._was_running: bool | None = None
-        self._stop_commanded = False
+        self.run = RunWatch()
         self._ever_connected = False
         self._failures = 0
         self._connect_attempts = 0
@@ -209,8 +208,7 @@ class ChillerDriver:
 
     def note_commanded(self, running: bool) -> None:
         """The DCS itself started (True) or stopped (False) the chiller; a stop it asked for is no surprise."""
-        self._stop_commanded = not running
-        self._was_running = running
+        self.run.commanded(running)
         self.outage.own_change(Reading.RUNNING, running)
 
     def refresh_all(self) -> dict[str, Any]:
@@ -359,7 +357,7 @@ class ChillerDriver:
         self._sweep_pending = True
         if self._ever_connected:
             self.counters["reconnects"] += 1
-            self.outage.begin(self.values, self._was_running, link_lost=True)
+            self.outage.begin(self.values, self.run.was_running, link_lost=True)
             self._event("reconnected", f"chiller link back on {self.link.url}", "info", model=version)
         # After a reconnect nothing cached is trusted: every value is unknown until read again.
         self.values.clear()
@@ -373,7 +371,7 @@ class ChillerDriver:
         """Close the link; ``requested`` when the operator asked for it (an action, not an alarm)."""
         self.link.close()
         self.last_error = reason
-        self.outage.begin(self.values, self._was_running, link_lost=True)
+        self.outage.begin(self.values, self.run.was_running, link_lost=True)
         if self.fsm.fire(Trigger.LINK_LOST):
             if requested:
                 message = "chiller link closed: reconnect requested by the operator; connecting again now"
@@ -384,7 +382,7 @@ class ChillerDriver:
             self._publish(force=True)
 
     def _mark_gap(self) -> None:
-        self.outage.begin(self.values, self._was_running)
+        self.outage.begin(self.values, self.run.was_running)
 
     # ------------------------------------------------------------------ queries
     def _ask(self, command: str) -> bytes:
@@ -453,7 +451,7 @@ class ChillerDriver:
                     status_code=report.code,
                     status_text=report.text,
                 )
-            self._was_running = None
+            self.run.alarm()
         elif previous is not None and previous.category is StatusCategory.ALARM:
             self._event(
                 "alarm_cleared",
@@ -463,17 +461,14 @@ class ChillerDriver:
                 status_text=report.text,
             )
         in_gap = self.outage.phase is not OutagePhase.NONE
-        if report.running is not None:
-            if self._was_running and not report.running and not self._stop_commanded and not in_gap:
-                self._event(
-                    "stopped_externally",
-                    "the chiller stopped without a stop command from the DCS (front panel?)",
-                    "warning",
-                    status_code=report.code,
-                    status_text=report.text,
-                )
-            if not in_gap:
-                self._was_running = report.running
+        if report.running is not None and self.run.observe(report.running, in_gap=in_gap):
+            self._event(
+                "stopped_externally",
+                "the chiller stopped without a stop command from the DCS (front panel?)",
+                "warning",
+                status_code=report.code,
+                status_text=report.text,
+            )
         self.fsm.observe(report)
 
     def _state_changed(self, old: State, new: State) -> None:
@@ -532,12 +527,11 @@ class ChillerDriver:
             before,
             self.values,
             running_now=running_now,
-            stop_commanded=self._stop_commanded,
+            stop_commanded=self.run.stop_commanded,
             restore_enabled=self.config.restore_after_power_failure,
             can_write=self.model.can_write,
         )
-        if running_now is not None:
-            self._was_running = running_now  # before restoring: a reply lost now must not look like a new stop
+        self.run.after_gap(running_now)  # before restoring: a reply lost now must not look like a new stop
         if not verdict.power_failure:
             self.outage.close()
             return

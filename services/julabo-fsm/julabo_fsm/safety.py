@@ -5,6 +5,8 @@
   is its baseline; a reply lost while values are being restored does not open a second episode.
 * :func:`judge_gap` — after the gap: did the chiller lose power (stopped although it was running and nobody
   stopped it, or values back at power-on defaults), and what may be written back (never "start").
+* :class:`RunWatch` — was the chiller running, and did the DCS ask for the last stop? A stop nobody at the DCS
+  asked for (front panel) is reported; a restart seen on the chiller makes the next stop news again.
 * :func:`stop_verdict` — a stop counts only when the chiller itself says it is stopped.
 * :func:`fresh` — a reading older than the limit is no reading.
 """
@@ -115,6 +117,40 @@ def judge_gap(
                 continue
             plan.append((setting, reading, lost[reading]))
     return GapVerdict(True, was_running, lost, tuple(plan))
+
+
+@dataclass
+class RunWatch:
+    """Whether the chiller was running (None: unknown, e.g. in alarm) and whether the DCS commanded the last stop."""
+
+    was_running: bool | None = None
+    stop_commanded: bool = False
+
+    def commanded(self, running: bool) -> None:
+        """The DCS itself started (True) or stopped (False) the chiller."""
+        self.stop_commanded = not running
+        self.was_running = running
+
+    def alarm(self) -> None:
+        """An alarm STATUS: the chiller stops itself; whether it ran is no longer known."""
+        self.was_running = None
+
+    def observe(self, running: bool, *, in_gap: bool) -> bool:
+        """A STATUS said started/stopped. True when this is a stop nobody at the DCS asked for, seen without a
+        communication gap (a gap is judged by :func:`judge_gap` instead). Not updated during a gap."""
+        external = bool(self.was_running) and not running and not self.stop_commanded and not in_gap
+        if not in_gap:
+            self.was_running = running
+            if running:
+                self.stop_commanded = False  # running again (front panel?): the next stop is news
+        return external
+
+    def after_gap(self, running_now: bool | None) -> None:
+        """The gap is judged: from now on compare with what the chiller does now."""
+        if running_now is not None:
+            self.was_running = running_now
+            if running_now:
+                self.stop_commanded = False
 
 
 class Verdict(enum.StrEnum):

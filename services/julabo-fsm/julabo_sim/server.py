@@ -10,6 +10,7 @@ text lines on the control TCP port, each answered by one line (``OK …``/``ERR 
                              its power-on setpoints, and the first command after power-up is lost.
 ``alarm low_level|overtemp|<code>``  latch a device alarm (-01, -14 or any negative code); it stops.
 ``clear``                    front-panel alarm reset.
+``panel start|stop``         the start/stop key on the front panel (start refused while an alarm is latched).
 ``remote on|off``            remote (OUT_* accepted) or manual mode.
 ``external on|off``          external Pt100 plugged in or not (``---.--``).
 ``bath <°C>``                force the bath temperature.
@@ -313,6 +314,12 @@ class ChillerSimulator:
             elif cmd == "clear":
                 if not m.clear_alarm():
                     return "ERR the cause of the alarm persists"
+            elif cmd == "panel":
+                if not args or args[0].lower() not in ("start", "stop"):
+                    return "ERR panel start|stop"
+                if args[0].lower() == "start" and m.latched_alarm is not None:
+                    return "ERR an alarm is latched: clear it first"
+                m.running = args[0].lower() == "start"
             elif cmd in ("remote", "external"):
                 flag = _on_off(args)
                 if cmd == "remote":

@@ -122,9 +122,33 @@ def test_while_pvs_are_lost_one_is_recreated_each_second_and_its_answer_recreate
     assert sorted(created) == sorted({"A", "B", "C"} - {probe})  # every other lost PV searched afresh at once
     for name in created:
         adapter._connection_changed(name, True)
+    for name in ("A", "B", "C"):
+        adapter._awaiting.pop(name)  # their first values arrived (the worker does this for every value)
     created.clear()
     adapter._probe_tick(t0 + 10.0)
     assert created == [] and adapter.probe_hits == 1  # nothing lost: no probe
+
+
+def test_a_connected_pv_that_never_sends_a_value_is_recreated(monkeypatch):
+    """Whatever left a PV connected without a subscription (a race, a failed subscribe), its channel would stay
+    unknown for good: after silent_s without a value it is dropped (for the plant too) and searched afresh."""
+    created: list[str] = []
+    monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: created.append(name) or 7)
+    monkeypatch.setattr(ca_adapter.ca, "clear_channel", lambda chid: None)
+    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid: chid)
+    adapter = CaAdapter(["A", "B"], lambda values, conns: None, probe_s=1.0, silent_s=5.0)
+    adapter._chids = {"A": 1, "B": 2}
+    adapter._connection_changed("A", True)
+    adapter._connection_changed("B", True)
+    adapter._awaiting.pop("B")  # B sent its value, A did not
+    t0 = adapter._last_change
+    adapter._probe_tick(t0 + 4.0)
+    assert created == []
+    adapter._probe_tick(t0 + 6.0)
+    assert created == ["A"]
+    assert adapter._queue.get_nowait() == ("c", "A", (False, None))  # the plant is told A is gone
 
 
 def test_a_connection_event_of_a_channel_recreated_since_is_ignored(monkeypatch):

@@ -65,6 +65,8 @@ def plant() -> Plant:
     p = Plant(parse_config(yaml.safe_load(CFG)))
     out = p.apply(values=all_zero(p), connections=[(n, True) for n in p.pv_names])
     assert not out.puts
+    kinds = [e.kind for e in out.events]
+    assert "connected" in kinds and "reconnected" not in kinds  # the first connect is not a reconnect
     return p
 
 

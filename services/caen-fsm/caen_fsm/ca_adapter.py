@@ -50,6 +50,7 @@ class CaAdapter:
         idle_s: float = 0.5,
         max_batch: int = 50_000,
         probe_s: float = 1.0,
+        silent_s: float = 5.0,
     ) -> None:
         self.pvnames = list(dict.fromkeys(pvnames))
         self.handler = handler
@@ -64,7 +65,9 @@ class CaAdapter:
         self._thread: threading.Thread | None = None
         self.updates = 0
         self.puts = 0
-        self.probe_s = probe_s  # 0 disables the probe
+        self.probe_s = probe_s  # 0 disables the probe (and the silent-channel check)
+        self.silent_s = silent_s  # a connected PV without a value for this long is recreated
+        self._awaiting: dict[str, float] = {}  # connected PVs without a value since, and since when
         self._ever: set[str] = set()  # PVs that connected at least once
         self._probe: str | None = None  # the PV recreated last as a probe
         self._probes = 0
@@ -135,6 +138,7 @@ class CaAdapter:
                     return
                 if kind == "v":
                     values.append((name, payload))
+                    self._awaiting.pop(name, None)
                 else:
                     conn, chid = payload
                     if self._connection_changed(name, conn, chid):
@@ -158,8 +162,22 @@ class CaAdapter:
 
     # ------------------------------------------------------------------ reconnection probe (worker thread)
     def _probe_tick(self, now: float) -> None:
-        """While PVs are lost: recreate one of them (one that used to connect) every ``probe_s``."""
-        if self.probe_s <= 0 or now - self._probe_at < self.probe_s or now - self._last_change < self.probe_s:
+        """While PVs are lost: recreate one of them (one that used to connect) every ``probe_s``. A PV that
+        connected but sent no value within ``silent_s`` is recreated too (it would stay unknown for good)."""
+        if self.probe_s <= 0:
+            return
+        # only with the queue drained: a value still waiting in a backlog is not a silent PV
+        silent = [n for n, t in list(self._awaiting.items()) if now - t > self.silent_s] if self._queue.empty() else []
+        if silent:
+            log.warning("no value from %d connected PV(s) within %g s (e.g. %s): recreating", len(silent),
+                        self.silent_s, silent[0])  # fmt: skip
+            with self._lock:
+                for name in silent:
+                    self._awaiting.pop(name, None)
+                    self._queue.put(("c", name, (False, None)))  # the plant forgets it until it speaks again
+                    self._recreate_locked(name)
+            ca.flush_io()
+        if now - self._probe_at < self.probe_s or now - self._last_change < self.probe_s:
             return  # not due, or channels are (re)connecting by themselves right now
         with self._lock:
             lost = [n for n in self.pvnames if n not in self._connected]
@@ -193,6 +211,7 @@ class CaAdapter:
     def _connection_changed_locked(self, name: str, conn: bool) -> None:
         self._last_change = time.monotonic()
         if conn:
+            self._awaiting.setdefault(name, self._last_change)
             self._connected.add(name)
             self._ever.add(name)
             if name not in self._subs:
@@ -206,6 +225,7 @@ class CaAdapter:
                 self._probe_answered_locked()
         else:
             self._connected.discard(name)
+            self._awaiting.pop(name, None)
 
     def _subscribe(self, chid: Any) -> Any:
         """Subscribe (native type) without the two ``poll()`` calls ``ca.create_subscription`` makes per

@@ -517,7 +517,8 @@ class Plant:
         else:
             new = SystemState.DISCONNECTED if not self.connected else SystemState.MIXED
         connected = self.connected
-        if connected and not self.ever_connected:
+        first = connected and not self.ever_connected
+        if first:
             self.ever_connected = True
             out.events.append(Event("connected", f"all {len(self.pv_index)} PVs connected", "info"))
         if new != self.system.state:
@@ -534,7 +535,7 @@ class Plant:
                         {"channels_disconnected": lost},
                     )
                 )
-            elif old == SystemState.DISCONNECTED and self.ever_connected and connected:
+            elif old == SystemState.DISCONNECTED and self.ever_connected and connected and not first:
                 out.events.append(Event("reconnected", f"crate reachable again, state {new.value}", "info"))
         if self.modules_summary() != getattr(self, "_last_summary", None):
             self._last_summary = self.modules_summary()

@@ -14,7 +14,7 @@
 # Everything inside runs with an empty environment and Debian's own python3 (3.11), never the host's.
 #
 # Smoke test: ruff; pytest on tests/foundation, tests/deploy/test_manifests.py and the Node-RED flow tests;
-# `dcs-sim --check` (the whole simulation stack of scripts/sim.sh starts, reports and stops); podman.
+# `dcs-sim --check` (the whole simulation stack of scripts/sim.sh starts, reports and stops); the pod tests.
 # What the clean root cannot do is printed at the end (see README, "Development").
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,10 +55,11 @@ root=${reuse:-"$cache/root.$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$root"
 cleanup() {
   local m
-  for m in dev sys proc var/cache/apt/archives root/.cache/pip root/.npm; do
-    if mountpoint -q "$root/$m"; then umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m"; fi
+  for m in $(findmnt -rn -o TARGET | grep "^$root/" | sort -r); do  # podman's overlay mounts, caches, /dev...
+    umount -R "$m" 2>/dev/null || umount -R -l "$m" 2>/dev/null || true
   done
-  if findmnt -rn -o TARGET | grep -q "^$root/"; then
+  if mountpoint -q "$root"; then umount -R "$root" 2>/dev/null || umount -R -l "$root"; fi
+  if findmnt -rn -o TARGET | grep -q "^$root\(/\|$\)"; then
     echo "check-clean-root: mounts left under $root, not removing it" >&2
   elif [ "$keep" = 1 ]; then
     say "root kept at $root"
@@ -101,6 +102,9 @@ for c in apt:var/cache/apt/archives pip:root/.cache/pip npm:root/.npm; do
   [ "${c%%:*}" = apt ] && mkdir -p "$cache/cache/apt/partial"
   mount --bind "$cache/cache/${c%%:*}" "$root/${c#*:}"
 done
+# The root is a mount point of its own: podman unpacks image layers after remounting / in a private mount
+# namespace, which fails in a chroot whose / is a plain directory ("remount /, flags: 0x44000: invalid argument").
+mount --bind "$root" "$root" && mount --make-private "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
@@ -135,14 +139,11 @@ else
      tests/gateway/test_node_red.py ${pytest_args[*]}"
   step "dcs-sim --check (the scripts/sim.sh stack starts, reports, stops)" \
     '.venv/bin/dcs-sim --check --var /root/sim --mqtt-port 21883 --node-red-port 21880 --run-seconds 5'
-  say "podman in the chroot"
-  if inside 'podman info >/root/podman-info.log 2>&1 && command -v catatonit' >/dev/null; then
-    say "podman info: ok; catatonit: $(inside 'command -v catatonit')"
-  else
-    say "podman: not usable here (see /root/podman-info.log); catatonit: $(inside 'command -v catatonit || echo missing')"
-    tail -5 "$root/root/podman-info.log" || true
-    status=1
-  fi
+  # The pod: images built with debootstrap, `podman play kube` (needs catatonit), MQTT into the pod. Left out:
+  # the liveness-probe test: in a chroot `podman healthcheck run` reports every container unhealthy.
+  step "pod (tests/deploy/test_pod.py, without the liveness-probe test)" \
+    '.venv/bin/python -m pytest -q -p no:cacheprovider tests/deploy/test_pod.py \
+     --deselect tests/deploy/test_pod.py::test_every_containers_liveness_probe_passes_inside_the_pod'
 fi
 
 say "done: $([ "$status" = 0 ] && echo PASSED || echo FAILED)"

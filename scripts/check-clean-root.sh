@@ -55,10 +55,12 @@ root=${reuse:-"$cache/root.$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$root"
 cleanup() {
   local m
-  for m in $(findmnt -rn -o TARGET | grep "^$root/" | sort -r); do  # podman's overlay mounts, caches, /dev...
-    umount -R "$m" 2>/dev/null || umount -R -l "$m" 2>/dev/null || true
+  for _pass in 1 2 3; do  # podman's overlay mounts, the caches, /dev..., then the root itself
+    for m in $(findmnt -rn -o TARGET | grep "^$root/" | sort -r); do
+      umount -R "$m" 2>/dev/null || umount -R -l "$m" 2>/dev/null || true
+    done
+    if mountpoint -q "$root"; then umount -R "$root" 2>/dev/null || umount -R -l "$root" 2>/dev/null || true; fi
   done
-  if mountpoint -q "$root"; then umount -R "$root" 2>/dev/null || umount -R -l "$root"; fi
   if findmnt -rn -o TARGET | grep -q "^$root\(/\|$\)"; then
     echo "check-clean-root: mounts left under $root, not removing it" >&2
   elif [ "$keep" = 1 ]; then
@@ -95,6 +97,9 @@ printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
 echo "deb $mirror bookworm-updates main" >>"$root/etc/apt/sources.list"
 echo "deb http://deb.debian.org/debian-security bookworm-security main" >>"$root/etc/apt/sources.list"
+# The root is a mount point of its own: podman unpacks image layers after remounting / in a private mount
+# namespace, which fails in a chroot whose / is a plain directory ("remount /, flags: 0x44000: invalid argument").
+mount --bind "$root" "$root" && mount --make-private "$root"
 # Download caches only (apt's .debs, pip's wheels, npm's tarballs) are kept between runs, under var/clean-root/
 # cache: every package is still installed from scratch into the fresh root, just not downloaded again.
 for c in apt:var/cache/apt/archives pip:root/.cache/pip npm:root/.npm; do
@@ -102,9 +107,6 @@ for c in apt:var/cache/apt/archives pip:root/.cache/pip npm:root/.npm; do
   [ "${c%%:*}" = apt ] && mkdir -p "$cache/cache/apt/partial"
   mount --bind "$cache/cache/${c%%:*}" "$root/${c#*:}"
 done
-# The root is a mount point of its own: podman unpacks image layers after remounting / in a private mount
-# namespace, which fails in a chroot whose / is a plain directory ("remount /, flags: 0x44000: invalid argument").
-mount --bind "$root" "$root" && mount --make-private "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"

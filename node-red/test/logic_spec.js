@@ -81,6 +81,14 @@ describe('chiller interlock', () => {
     assert.strictEqual(events(outs)[0].reason, 'bath_temp_high');
   });
 
+  it('trips (HV then LV) when the chiller runs but its bath temperature is no longer read (null)', () => {
+    const il = started();
+    const outs = il.onMessage('julabo/status', running({ bath_temp: null }), T0 + 1);
+    assert.deepStrictEqual(commands(outs), ['caen/cmd/hv_off']);
+    assert.strictEqual(events(outs)[0].reason, 'bath_temp_unknown');
+    assert.strictEqual(events(outs)[0].action, 'hv_off+lv_off');
+  });
+
   it('trips when the chiller status goes stale', () => {
     const il = started({ staleS: 10 });
     assert.deepStrictEqual(commands(il.tick(T0 + 9.9)), []);

@@ -11,6 +11,8 @@
  *   chiller_not_running  chiller state is not RUNNING (STOPPED, ERROR, DISCONNECTED, connected=false)
  *   chiller_alarm        chiller state ALARM
  *   bath_temp_high       bath temperature above `bathTempMax`
+ *   bath_temp_unknown    the chiller runs but publishes no bath temperature (julabo-fsm publishes null once the
+ *                        reading is older than its `stale_after_s`): temperature and dew-point checks are blind
  *   dewpoint:<sensor>    dew point of the air at env/<sensor> (Magnus) above cold temperature - margin
  *   env_stale:<sensor>   an environment sensor that was reporting went silent for `envStaleS` seconds
  * Chiller reasons switch HV off, then LV off after `lvOffDelayS`; dew-point and sensor reasons switch HV off.
@@ -249,6 +251,12 @@ class Interlock {
         });
       } else if (st.state !== 'RUNNING' || st.connected === false) {
         found.set('chiller_not_running', { message: `chiller not running (state ${st.state ?? 'unknown'})`, action: ACTION_HV_LV });
+      }
+      if (st.state === 'RUNNING' && !isNum(st.bath_temp)) {
+        found.set('bath_temp_unknown', {
+          message: 'chiller runs but its bath temperature is not being read: temperature and dew-point checks are blind',
+          action: ACTION_HV_LV,
+        });
       }
       if (isNum(st.bath_temp) && st.bath_temp > c.bathTempMax) {
         found.set('bath_temp_high', { message: `bath temperature ${fmt(st.bath_temp, 2)} °C above limit ${c.bathTempMax} °C`, action: ACTION_HV_LV });

@@ -1,6 +1,6 @@
 """The Julabo line protocol, free of I/O: command encoding, reply parsing, STATUS codes, per-model maps.
 
-Facts (docs/services/julabo.md, shared DESIGN.md): a command is ``COMMAND[ value]\\r``; ``IN_*``, ``STATUS`` and
+Facts (docs/services/julabo.md): a command is ``COMMAND[ value]\\r``; ``IN_*``, ``STATUS`` and
 ``VERSION`` answer one line ending in ``\\r\\n``; ``OUT_*`` never answer (a refused value shows up in the next
 ``STATUS``). Replies may carry XON/XOFF bytes. An absent external Pt100 reads ``---.--``. STATUS codes are
 ``00 MANUAL STOP`` … ``03 REMOTE START``; negative codes are alarms or errors, keyed on the sign.
@@ -110,7 +110,7 @@ _HIGHTECH_WRITES: dict[Setting, str | None] = {
 }
 
 MODELS: dict[str, ModelMap] = {
-    # FP50-HL, FP-HE, HighTech FL/SL "HL/SL" series: the command set of DESIGN.md.
+    # FP50-HL, FP-HE, HighTech FL/SL "HL/SL" series: the command set documented in docs/services/julabo.md.
     "hightech": ModelMap("hightech", _HIGHTECH_READS, _HIGHTECH_WRITES),
     # CORIO CD/CP (UNCONFIRMED): same temperatures and setpoints, no pump-stage command.
     "corio": ModelMap(

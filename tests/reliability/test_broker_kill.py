@@ -27,7 +27,7 @@ KILL_AFTER_S = 2.5
 DOWN_S = 1.5
 COMMAND_TIMEOUT_S = 3.0
 RECOVERY_TARGET_S = 5.0
-LONGEST_COMMAND_S = 2.0  # julabo set_setpoint with read-back verification at 250 ms pacing
+LONGEST_COMMAND_S = 2.2  # julabo set_setpoint with read-back verification at 270 ms pacing
 
 EXECUTED = re.compile(r"^(\S+)Z .* command (\S+) id='([0-9a-f]{32})' (ok|refused: (?!command expired))")
 EXPIRED = re.compile(r" command \S+ id='[0-9a-f]{32}' refused: command expired")

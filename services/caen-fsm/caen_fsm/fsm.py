@@ -181,7 +181,11 @@ class ChannelModel:
         return Put(self.pvs["Pw"], self.encode("Pw", "On" if on else "Off"))
 
     def snapshot(self) -> dict[str, Any]:
-        v = self.values
+        """The published channel document. A channel that is not fully known (a PV lost, or not read since it
+        reconnected) publishes no readings at all: while a crate goes away its PVs are lost one by one, and a
+        value of a PV whose loss has not arrived yet must not be shown beside a DISCONNECTED state."""
+        known = self.connected
+        v = self.values if known else {}
         return {
             "channel": self.name,
             "module": self.cfg.module,
@@ -189,15 +193,15 @@ class ChannelModel:
             "slot": self.cfg.slot,
             "ch": self.cfg.channel,
             "state": self.state.value,
-            "on": self.on,
+            "on": self.on if known else False,
             "vmon": _num(v.get("VMon")),
             "imon": _num(v.get("IMon")),
             "v0set": _num(v.get("V0Set")),
             "i0set": _num(v.get("I0Set")),
             "status": None if v.get("Status") is None else int(v["Status"]),
             "flags": decode(v.get("Status")),
-            "pdwn": self.label("PDwn"),
-            "imrange": self.label("ImRange"),
+            "pdwn": self.label("PDwn") if known else None,
+            "imrange": self.label("ImRange") if known else None,
         }
 
     def desired(self) -> dict[str, Any]:

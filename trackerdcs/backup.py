@@ -2,7 +2,8 @@
 
 What is saved (components): the data volume of ``mosquitto`` (retained messages, persistent sessions),
 ``influxdb`` (time series), ``grafana`` (users, annotations, UI-made dashboards), ``node-red`` (user dir: flows
-credentials, context), ``mongodb`` (calibration run documents) and ``ph2acf`` (archive, spool, run state).
+credentials, context), ``mongodb`` (calibration run documents), ``ph2acf`` (archive, spool, run state) and
+``burnin`` (burn-in journal, archive, spool).
 Each component is a directory: the mountpoint of the pod's podman volume ``<prefix>trackerdcs-<name>-data``
 (default), or any folder given with ``--dir NAME=PATH`` (an installation without podman).
 
@@ -33,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-COMPONENTS = ("mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf")
+COMPONENTS = ("mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf", "burnin")
 BACKUP_PREFIX = "trackerdcs-"
 PARTIAL = ".partial"
 DEFAULT_POD = "trackerdcs"

@@ -3,6 +3,8 @@
     dcs status [--watch] [--detail] [SERVICE...]      live view of every service
     dcs SERVICE COMMAND [key=value ...] [--args JSON]  send a command, wait for its reply
     dcs ph2acf runs [limit=N] | dcs ph2acf show RUN    stored calibration runs
+    dcs burnin start RECIPE operator=NAME --follow     start a burn-in and follow it to its end
+    dcs burnin status --follow                         follow the burn-in in progress (Ctrl-C leaves it running)
     dcs backup ... | dcs restore ...                   see docs/operations.md
 
 Connection settings come from ``--config FILE`` (a YAML file with an ``mqtt:`` section), else ``$DCS_CONFIG``,
@@ -25,6 +27,8 @@ from .client import CommandFailed, DcsClient, DcsError, NoReply
 from .config import ConfigError, MqttSettings, load_yaml
 
 EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY, EXIT_USAGE = 0, 1, 2, 64
+#: burn-in states after which ``--follow`` returns (DONE: exit 0; the others: exit 1)
+BURNIN_FINAL = ("DONE", "ABORTED", "FAILED", "IDLE")
 
 # Bare positional values accepted for some commands: (service, command) -> argument name.
 POSITIONAL = {
@@ -229,7 +233,69 @@ def cmd_command(ns: argparse.Namespace, client: DcsClient) -> int:
             print("\n".join(map(str, result["plan"])))
         elif result is not None:
             print(json.dumps(result, indent=2, default=str))
+    if getattr(ns, "follow", False):
+        result = reply.get("result")
+        started = result.get("uid") if ns.command == "start" and isinstance(result, dict) else None
+        return follow_burnin(client, uid=started)
     return EXIT_OK
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def burnin_progress_line(status: dict[str, Any]) -> str:
+    """One line of ``dcs burnin ... --follow``: state, step i/N and name, cycle k/K, elapsed, ETA, gate message."""
+    parts = [f"{status.get('state', '?'):8}"]
+    if status.get("step"):
+        parts.append(f"step {status['step']}/{status.get('steps')} {status.get('step_name') or ''}".rstrip())
+    if status.get("cycles"):
+        parts.append(f"cycle {status.get('cycle') or '-'}/{status['cycles']}")
+    parts.append(f"elapsed {_clock(status.get('elapsed_s'))}")
+    if status.get("eta_s") is not None:
+        parts.append(f"ETA {_clock(status['eta_s'])}")
+    for key in ("message", "abort_reason"):
+        if status.get(key):
+            parts.append(f"| {status[key]}")
+    return "  ".join(parts)
+
+
+def follow_burnin(client: DcsClient, uid: str | None = None, out: Any = None) -> int:
+    """Print the burn-in's progress and events until it reaches a final state (Ctrl-C stops following only).
+    ``uid``: the burn-in just started; an older one's final state (still retained) does not end the wait."""
+    out = out or sys.stdout
+    lines: list[str] = []
+
+    def on_status(msg: Any) -> None:
+        if msg.payload:
+            lines.append(burnin_progress_line(msg.json()))
+
+    def on_event(msg: Any) -> None:
+        if msg.payload:
+            doc = msg.json()
+            lines.append(f"  [{doc.get('severity', 'info')}] {doc.get('kind')}: {doc.get('message', '')}")
+
+    client.watch("burnin/status", on_status)
+    client.watch("burnin/event", on_event)
+    client.subscribe(["burnin/status", "burnin/event"])
+    last = ""
+    while True:
+        while lines:
+            line = lines.pop(0)
+            if line != last:
+                print(line, file=out, flush=True)
+                last = line
+        latest = client.latest("burnin/status").get("burnin/status")
+        if latest is not None and latest.payload:
+            doc = latest.json()
+            state = doc.get("state")
+            if state in BURNIN_FINAL and not lines and (uid is None or doc.get("uid") == uid):
+                return EXIT_OK if state == "DONE" else EXIT_REFUSED
+        time.sleep(0.2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("assignments", nargs="*")
         sub.add_argument("--args", help="arguments as one JSON object")
         sub.add_argument("--json", action="store_true")
+        if rest[0] == "burnin":
+            sub.add_argument("--follow", action="store_true", help="then print progress until the burn-in ends")
         sns = sub.parse_args(rest[2:])
         ns.service, ns.command, ns.assignments, ns.args = rest[0], rest[1], sns.assignments, sns.args
+        ns.follow = getattr(sns, "follow", False)
         ns.json = ns.json or sns.json
         handler = cmd_command
     try:

@@ -2,8 +2,9 @@
 
 Starts a real Mosquitto (authentication + ACL, passwords generated into ``<var>/secrets``), the simulated
 devices (CAEN crate as an EPICS IOC, Julabo chiller on a pty and TCP, Ph2_ACF RunController, environment
-sensors), the three services against them, and Node-RED if ``node-red/node_modules`` is installed. Logs go to
-``<var>/logs/<name>.log``; a crashed process is restarted. Ctrl-C (or SIGTERM) stops everything, services first.
+sensors), the three device services against them, the burn-in sequencer, and Node-RED if
+``node-red/node_modules`` is installed. Logs go to ``<var>/logs/<name>.log``; a crashed process is restarted.
+Ctrl-C (or SIGTERM) stops everything, services first.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
                 str(julabo_ctl),
                 "--pty-link",
                 str(var / "ttyJULABO"),
+                "--time-scale",
+                str(args.chiller_time_scale),
             ],
             ready=lambda: _port_open(julabo_port),
         ),
@@ -137,6 +140,19 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
             ready=lambda: _online(monitor, "ph2acf"),
         ),
     ]
+    if args.burnin:
+        specs.append(
+            ProcessSpec(
+                "burnin",
+                [exe("burnin"), "--config", str(REPO / "services/burnin/sim.yml")],
+                env={
+                    **broker.env("burnin"),
+                    "BURNIN_DATA": str(var / "burnin"),
+                    "BURNIN_RECIPES": str(REPO / "services/burnin/recipes"),
+                },
+                ready=lambda: _online(monitor, "burnin"),
+            )
+        )
     node_red = REPO / "node-red"
     if args.node_red and (node_red / "node_modules" / "node-red").is_dir() and shutil.which("node"):
         specs.append(node_red_spec(var, broker, args.node_red_port))
@@ -204,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-red-port", type=int, default=1880, help="Node-RED port on 127.0.0.1 (default 1880)")
     parser.add_argument("--no-node-red", dest="node_red", action="store_false", help="do not start Node-RED")
     parser.add_argument("--run-seconds", type=float, default=20.0, help="length of a simulated calibration run")
+    parser.add_argument(
+        "--chiller-time-scale",
+        type=float,
+        default=1.0,
+        help="simulated chiller seconds per real second (default 1: a real chiller's pace; tests use more)",
+    )
+    parser.add_argument("--no-burnin", dest="burnin", action="store_false", help="do not start the burn-in sequencer")
     parser.add_argument("--check", action="store_true", help="start everything, report, stop (a smoke test)")
     args = parser.parse_args(argv)
     setup_logging(name="dcs-sim")
@@ -242,7 +265,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"                echo 'bath 30' > /dev/tcp/127.0.0.1/{ports['julabo_control']}   (bash)\n"
                 f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"
                 "                dcs status --detail\n"
-                "  Ctrl-C stops the stack.\n",
+                + (
+                    "  Burn-in       dcs burnin plan sim-short   (a two-plateau demo recipe), then\n"
+                    "                dcs burnin start sim-short operator=<you>\n"
+                    if "burnin" in supervisor.running
+                    else ""
+                )
+                + "  Ctrl-C stops the stack.\n",
                 flush=True,
             )
             while not stop.is_set() and not args.check:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ pytestmark = [
     ),
 ]
 BURNIN = Path(sys.executable).with_name("burnin")
+DCS = Path(sys.executable).with_name("dcs")
 
 
 class Stack:
@@ -104,7 +106,10 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sim_stack_launcher):
     var = tmp_path_factory.mktemp("burnin-stack")
-    with sim_stack_launcher(var, "--node-red-port", str(free_port()), timeout=180, expect="Operator UI"):
+    # the test runs its own sequencer (it kills and restarts it, and adds a second humidity sensor); the chiller
+    # simulator runs 4x faster than a real bath so that the plateaus of the short recipe take seconds
+    args = ("--node-red-port", str(free_port()), "--no-burnin", "--chiller-time-scale", "4")
+    with sim_stack_launcher(var, *args, timeout=180, expect="Operator UI"):
         s = Stack(var)
         s.dcs.connect()
         s.dcs.watch("#", s.messages.append)
@@ -186,12 +191,19 @@ def _json(m: Message) -> dict:
 
 
 def test_short_recipe_runs_end_to_end(stack):
+    """Started from the command line with --follow, which prints the progress and returns when it is DONE."""
     stack.ready()
-    started = stack.dcs.command("burnin", "start", recipe="sim-short", operator="pytest", comment="e2e")["result"]
-    st = stack.wait_state("DONE", "ABORTED", "FAILED", "HOLDING", timeout=900)
-    assert st["state"] == "DONE", st
+    argv = [str(DCS), "--config", str(stack.var / "dcs.yml"), "burnin", "start", "sim-short", "operator=pytest",
+            "comment=e2e", "--follow"]  # fmt: skip
+    follow = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert follow.returncode == 0, follow.stdout + follow.stderr
+    uid = re.search(r'"uid": "([^"]+)"', follow.stdout).group(1)
+    progress = [line for line in follow.stdout.splitlines() if line.startswith(("RUNNING", "HOLDING", "DONE"))]
+    assert progress[-1].startswith("DONE"), follow.stdout
+    assert any("step 4/11 IV scan warm" in line and "ETA" in line for line in progress), follow.stdout
+    assert "[info] step_end: step 11 LV off: done" in follow.stdout, follow.stdout  # the events, as they come
     history = stack.status()
-    uid = started["uid"]
+    assert history["state"] == "DONE" and history["uid"] == uid, history
     doc = json.loads((stack.var / "burnin" / "archive" / uid / "burnin.json").read_text())
     assert [s["outcome"] for s in doc["steps"]] == ["done"] * 11, doc["steps"]
     assert doc["calibrations"][0]["outcome"] == "done"

@@ -98,6 +98,7 @@ def test_while_pvs_are_lost_one_is_recreated_each_second_and_its_answer_recreate
     """Issue 18.6, the adapter's part: libca's own search backs off to a minute; the probe does not."""
     created: list[str] = []
     cleared: list[object] = []
+    monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0)  # every channel connected
     monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: created.append(name) or f"chid-{name}")
@@ -133,6 +134,7 @@ def test_a_connected_pv_that_never_sends_a_value_is_recreated(monkeypatch):
     """Whatever left a PV connected without a subscription (a race, a failed subscribe), its channel would stay
     unknown for good: after silent_s without a value it is dropped (for the plant too) and searched afresh."""
     created: list[str] = []
+    monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0)  # every channel connected
     monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: created.append(name) or 7)
@@ -155,6 +157,7 @@ def test_a_connection_event_of_a_channel_recreated_since_is_ignored(monkeypatch)
     """Found by the outage test: an 'up' event queued by the old channel, handled after the probe had
     recreated the channel, subscribed the new (unconnected) channel and left the PV without values for good."""
     ids = iter(range(100, 200))
+    monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0)  # every channel connected
     monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: next(ids))
@@ -169,3 +172,60 @@ def test_a_connection_event_of_a_channel_recreated_since_is_ignored(monkeypatch)
     assert not adapter.is_connected("A") and subscribed == []
     assert adapter._connection_changed("A", True, chid=100) is True
     assert adapter.is_connected("A") and subscribed == [100]
+
+
+def test_an_up_event_for_a_channel_that_is_down_by_now_is_ignored_and_subscribes_nothing(monkeypatch):
+    """Seen in the pod (caen-fsm and the crate starting together): an 'up' event was handled when its channel was
+    no longer connected (libca had reused the cleared channel's id for the recreated one); the subscription
+    failed with 'The data type specifed is invalid' and killed the worker thread: caen stayed DISCONNECTED until
+    restarted. The channel's own state decides now; its next 'up' event connects it."""
+    monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
+    up: set[int] = set()
+    monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0 if chid in up else -1)  # -1: TYPENOTCONN
+    subscribed: list[int] = []
+
+    def subscribe(self, chid):
+        if chid not in up:
+            raise ca_adapter.ca.CASeverityException("create_subscription", "The data type specifed is invalid")
+        subscribed.append(chid)
+        return chid
+
+    monkeypatch.setattr(CaAdapter, "_subscribe", subscribe)
+    adapter = CaAdapter(["A"], lambda values, conns: None, probe_s=0)
+    adapter._chids = {"A": 1}
+    assert adapter._connection_changed("A", True, chid=1) is False
+    assert not adapter.is_connected("A") and subscribed == []
+    up.add(1)  # the channel connects: its event arrives
+    assert adapter._connection_changed("A", True, chid=1) is True
+    assert adapter.is_connected("A") and subscribed == [1]
+
+
+def test_a_failing_subscription_never_stops_the_worker(monkeypatch):
+    """Whatever a subscription raises, the worker goes on delivering every other update; the PV without values
+    is recreated by the silent-PV check."""
+    monkeypatch.setattr(ca_adapter.ca, "use_initial_context", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
+    monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0)
+
+    def subscribe(self, chid):
+        if chid == 1:
+            raise ca_adapter.ca.CASeverityException("create_subscription", "The data type specifed is invalid")
+        return chid
+
+    monkeypatch.setattr(CaAdapter, "_subscribe", subscribe)
+    got = _Collector()
+    adapter = CaAdapter(["A", "B"], got, idle_s=0.05, probe_s=0)
+    adapter._chids = {"A": 1, "B": 2}
+    adapter._on_connection(pvname="A", conn=True, chid=1)
+    adapter._on_connection(pvname="B", conn=True, chid=2)
+    adapter._on_value(pvname="B", value=5.0)
+    thread = threading.Thread(target=adapter._run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not got.values:
+        time.sleep(0.01)
+    alive, b_connected = thread.is_alive(), adapter.is_connected("B")
+    adapter.stop()
+    thread.join(timeout=5)
+    assert alive and got.values == [("B", 5.0)] and b_connected

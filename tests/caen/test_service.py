@@ -187,6 +187,7 @@ def test_lv_trip_with_hv_on_switches_hv_off_by_interlock(caen, operator, crate, 
     wait_label(crate, "12:001:Pw", "Off")
 
 
+@pytest.mark.serial  # times the path to the crate in milliseconds
 def test_interlock_hv_off_for_all_reaches_the_crate_fast(caen, operator, crate):
     operator.command("caen", "lv_on")
     system_state(operator, "LV_ON")

@@ -24,7 +24,7 @@ from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings
 from trackerdcs.localbroker import free_port, wait_port
 
-pytestmark = [pytest.mark.podman, pytest.mark.slow]
+pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.serial]  # builds images: alone
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_LEFT_OUT = {"telegraf", "grafana", "mongodb", "grafana-secret-files"}  # registry-only images
 
@@ -175,6 +175,7 @@ def test_every_container_that_can_run_here_is_up_and_the_others_are_named(pod: P
         "caen-fsm",
         "julabo-fsm",
         "ph2acf-bridge",
+        "burnin",
         "caen-sim",
         "julabo-sim",
         "ph2acf-sim",
@@ -199,7 +200,11 @@ def test_services_find_the_broker_and_their_simulated_devices(pod: Pod) -> None:
         caen = wait_status(client, "caen/status", lambda s: s["connected"] and s["state"] == "OFF", 60)
         julabo = wait_status(client, "julabo/status", lambda s: s["connected"], 60)
         ph2acf = wait_status(client, "ph2acf/status", lambda s: s["state"] == "IDLE", 60)
+        client.wait_for("burnin/availability", lambda m: m.payload == b"online", timeout=60)
         pod.timings["play_to_services_ready_s"] = time.monotonic() - pod.played_at
+        # the sequencer reads its recipes from the ConfigMap and checks them against this stand's modules
+        plan = client.command("burnin", "plan", recipe="sim-short", timeout=20)["result"]
+        assert plan["steps"] == 11, plan
     assert caen["modules_total"] == 3 and caen["modules_hv_on"] == 0
     assert julabo["model"].startswith("JULABO") and julabo["state"] == "STOPPED"
     assert ph2acf["mode"] == "tcp" and ph2acf["mongo_ok"] is False  # MongoDB left out: results are spooled

@@ -121,3 +121,18 @@ def test_arguments_are_read_as_json_where_they_parse():
 def test_backup_and_restore_have_their_own_help():
     proc = subprocess.run([str(DCS), "backup", "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "--keep" in proc.stdout
+
+
+def test_burnin_follow_prints_one_line_per_status_with_step_cycle_elapsed_eta_and_the_gate_message():
+    from trackerdcs.cli import burnin_progress_line
+
+    line = burnin_progress_line(
+        {"state": "HOLDING", "step": 17, "steps": 127, "step_name": "cold plateau", "cycle": 3, "cycles": 17,
+         "elapsed_s": 3725.0, "eta_s": 151200.0, "message": "waiting for dry air (dew point -12.1 C)"}
+    )  # fmt: skip
+    assert line == (
+        "HOLDING   step 17/127 cold plateau  cycle 3/17  elapsed 1:02:05  ETA 42:00:00"
+        "  | waiting for dry air (dew point -12.1 C)"
+    )
+    done = burnin_progress_line({"state": "DONE", "elapsed_s": 60.0, "eta_s": None})
+    assert done == "DONE      elapsed 0:01:00"

@@ -26,9 +26,13 @@ from trackerdcs.localbroker import REPO, free_port
 DB = "e2e"  # its own database: test_grafana.py fills another one with hand-made samples
 BATH_LIMIT = 25.0  # INTERLOCK_BATH_TEMP_MAX default of node-red/settings.js
 
-pytestmark = pytest.mark.skipif(
-    not (REPO / "node-red" / "node_modules" / "node-red").is_dir(), reason="Node-RED not installed (scripts/setup.sh)"
-)
+pytestmark = [
+    pytest.mark.serial,
+    pytest.mark.skipif(
+        not (REPO / "node-red" / "node_modules" / "node-red").is_dir(),
+        reason="Node-RED not installed (scripts/setup.sh)",
+    ),
+]  # serial: times the interlock chain in milliseconds
 
 
 class Stack:

@@ -107,6 +107,7 @@ def test_editor_requires_the_admin_login_when_a_hash_is_configured(broker, tmp_p
         nr.stop()
 
 
+@pytest.mark.serial  # times the interlock in milliseconds
 def test_chiller_stop_switches_hv_off_within_500_ms_then_lv_off_and_latches(node_red, broker, artifacts):
     reactions = []
     with (

@@ -35,6 +35,7 @@ def test_a_reading_the_chiller_stops_answering_is_never_republished_as_fresh(mak
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.serial  # measures line timing against the device's pacing
 def test_the_default_pacing_has_margin_against_a_jittery_chiller(make_sim, make_app, operator) -> None:
     """The device times its 250 ms from when it finished reading the previous line, with jitter."""
     sim = make_sim("--xon", "0", "--jitter", "0.025", "--no-first-command-loss")

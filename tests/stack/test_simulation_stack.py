@@ -31,7 +31,7 @@ def test_every_service_is_online_with_its_simulated_device_connected(stack):
     _, var, banner = stack
     assert "export DCS_CONFIG=" in banner
     with operator(var) as dcs:
-        for svc in ("caen", "julabo", "ph2acf"):
+        for svc in ("caen", "julabo", "ph2acf", "burnin"):
             dcs.wait_for(f"{svc}/availability", lambda m: m.payload == b"online", timeout=10)
         assert dcs.status("caen")["connected"] is True
         dcs.wait_for("julabo/status", lambda m: m.json()["connected"] is True, timeout=15)
@@ -63,6 +63,19 @@ def test_a_calibration_run_is_kept_on_disk_without_mongodb(stack):
         dcs.wait_for("ph2acf/status", lambda m: m.json()["state"] == "IDLE", timeout=30)
         runs = dcs.command("ph2acf", "runs")["result"]["runs"]
         assert runs and runs[0]["outcome"] == "done" and runs[0]["stored"] == "archive"
+
+
+def test_the_burn_in_sequencer_runs_in_the_stack_and_checks_recipes_against_this_stand(stack):
+    _, var, _ = stack
+    with operator(var) as dcs:
+        assert dcs.status("burnin")["state"] == "IDLE"
+        plan = dcs.command("burnin", "plan", recipe="sim-short")["result"]
+        assert plan["steps"] == 11 and plan["estimate_s"] > 0, plan
+        # the standard burn-in scans to 800 V: the simulated crate's channels are limited to 350 and 600 V, so it
+        # is refused before anything moves, naming the step and the field
+        reply = dcs.command("burnin", "plan", recipe="standard-burnin", check=False)
+        assert reply["ok"] is False
+        assert "(iv_scan): field 'profile': the scan goes to 800 V but module module_0" in reply["error"], reply
 
 
 def test_ctrl_c_stops_every_process_and_services_go_offline(stack):

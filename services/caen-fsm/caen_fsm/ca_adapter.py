@@ -141,8 +141,11 @@ class CaAdapter:
                     self._awaiting.pop(name, None)
                 else:
                     conn, chid = payload
-                    if self._connection_changed(name, conn, chid):
-                        conns.append((name, conn))
+                    try:
+                        if self._connection_changed(name, conn, chid):
+                            conns.append((name, conn))
+                    except Exception:  # one PV must never stop the worker (the whole crate would look lost)
+                        log.exception("connection event of %s failed", name)
                 # check the limit *before* taking the next item: an item taken and then left behind by the
                 # break was lost for good (one update in every max_batch + 1 whenever the queue was backed up)
                 if len(values) + len(conns) >= self.max_batch:
@@ -205,6 +208,10 @@ class CaAdapter:
             current = self._chids.get(name)
             if chid is not None and current is not None and _chid_int(current) != _chid_int(chid):
                 return False  # queued before its channel was cleared and recreated: not about the current one
+            if conn and current is not None and not _channel_up(current):
+                # down again by now, or the event of a cleared channel whose id libca gave to the recreated one:
+                # the channel's own next 'up' event connects it (subscribing now fails: no native type yet)
+                return False
             self._connection_changed_locked(name, conn)
             return True
 
@@ -219,7 +226,7 @@ class CaAdapter:
                 if chid is not None:
                     try:
                         self._subs[name] = self._subscribe(chid)
-                    except ca.ChannelAccessException:
+                    except Exception:  # the silent-PV check recreates it when no value comes
                         log.exception("cannot subscribe to %s", name)
             if name == self._probe:
                 self._probe_answered_locked()
@@ -289,6 +296,14 @@ class CaAdapter:
                 return True
             time.sleep(0.02)
         return len(self._connected) >= len(self.pvnames)
+
+
+def _channel_up(chid: Any) -> bool:
+    """Whether libca holds ``chid`` connected right now (a disconnected channel has no native type)."""
+    try:
+        return ca.field_type(chid) >= 0
+    except Exception:
+        return False
 
 
 def _chid_int(chid: Any) -> int:

@@ -9,7 +9,6 @@ and feeds every message to :meth:`ConditionsCache.update`. :meth:`ConditionsCach
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -19,13 +18,17 @@ DEFAULT_TOPICS = ("caen/status/#", "julabo/status", "env/#", "interlock/status")
 
 
 class ConditionsCache:
-    """Thread-safe store of the newest JSON document per topic."""
+    """Thread-safe store of the newest JSON document per topic.
+
+    The payloads are kept as received and decoded only when a snapshot is taken (at run start and end): the bridge
+    sees every channel's status (a thousand messages a second on a big crate) but needs them twice per run, so
+    decoding each message on arrival would cost CPU and keep a tree of objects per channel for nothing."""
 
     def __init__(self, caen_root: str = "caen", julabo_root: str = "julabo", env_root: str = "env") -> None:
         self.caen_root = caen_root
         self.julabo_root = julabo_root
         self.env_root = env_root
-        self._latest: dict[str, dict[str, Any]] = {}
+        self._latest: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     @property
@@ -33,32 +36,28 @@ class ConditionsCache:
         """Subscriptions needed to fill the cache."""
         return (f"{self.caen_root}/status/#", f"{self.julabo_root}/status", f"{self.env_root}/#", "interlock/status")
 
-    def update(self, topic: str, payload: bytes) -> bool:
-        """Record ``payload`` for ``topic``; an empty payload clears it. Non-JSON-object payloads are ignored."""
-        if not payload:
-            with self._lock:
-                self._latest.pop(topic, None)
-            return True
-        try:
-            doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return False
-        if not isinstance(doc, dict):
-            return False
+    def update(self, topic: str, payload: bytes) -> None:
+        """Record ``payload`` for ``topic``; an empty payload clears it. A payload that is not a JSON object is
+        left out of snapshots."""
         with self._lock:
-            self._latest[topic] = doc
-        return True
+            if payload:
+                self._latest[topic] = bytes(payload)
+            else:
+                self._latest.pop(topic, None)
 
     def interlock_state(self) -> str | None:
         """The interlock state last published by Node-RED, if any."""
         with self._lock:
-            doc = self._latest.get("interlock/status")
-        return doc.get("state") if doc else None
+            raw = self._latest.get("interlock/status")
+        doc = _decode(raw) if raw else None
+        state = doc.get("state") if doc else None
+        return state if isinstance(state, str) else None
 
     def snapshot(self) -> dict[str, Any]:
-        """A deep copy of the current readings, organised by device."""
+        """The current readings, decoded and organised by device."""
         with self._lock:
-            latest = copy.deepcopy(self._latest)
+            raw = dict(self._latest)
+        latest = {topic: doc for topic, payload in raw.items() if (doc := _decode(payload)) is not None}
         snap: dict[str, Any] = {
             "taken_ts": time.time(),
             "caen": {"system": None, "modules": {}, "channels": {}},
@@ -81,6 +80,15 @@ class ConditionsCache:
             else:
                 snap.setdefault("other", {})[_key(topic)] = doc
         return snap
+
+
+def _decode(payload: bytes) -> dict[str, Any] | None:
+    """The JSON object in ``payload``, or None for anything else."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _key(name: str) -> str:

@@ -136,7 +136,7 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         ProcessSpec(
             "ph2acf-bridge",
             [exe("ph2acf-bridge"), "--config", str(REPO / "services/ph2acf-bridge/sim.yml")],
-            env={**broker.env("ph2acf"), **ph2acf_env},
+            env={**broker.env("ph2acf"), **ph2acf_env, "PYTHONMALLOC": "malloc"},  # as in the pod
             ready=lambda: _online(monitor, "ph2acf"),
         ),
     ]

@@ -246,7 +246,8 @@ class Stand:
         }
         path = self.work / "ph2acf.yml"
         path.write_text(yaml.safe_dump(cfg))
-        self._spawn("ph2acf-bridge", [str(BIN / "ph2acf-bridge"), "--config", str(path)], self._mqtt_env("ph2acf"))
+        env = {**self._mqtt_env("ph2acf"), "PYTHONMALLOC": "malloc"}  # as in the pod (docs/services/ph2acf.md)
+        self._spawn("ph2acf-bridge", [str(BIN / "ph2acf-bridge"), "--config", str(path)], env)
 
     def start(self, client: Any, timeout: float = 60.0) -> None:
         """Start simulators, then services; return once each service is online with its device connected.

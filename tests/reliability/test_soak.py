@@ -2,16 +2,17 @@
 succession, then one every 15 s) and a steady stream of operator commands to every service. What the operator
 gets: memory and CPU of every process stay flat, every command is answered in time, and no queue grows.
 
-CI runs 70 s (30 s warm-up, 40 s judged); ``TRACKERDCS_SOAK_S=600`` runs the 10-minute version (figures in
+CI runs 80 s (40 s warm-up, 40 s judged); ``TRACKERDCS_SOAK_S=600`` runs the 10-minute version (figures in
 docs/reliability.md). The samples go to tests/artifacts/reliability-soak-<seconds>s.json.
 
 How the checks can fail (each was shown failing with a leak or a slow-down injected into one service):
 
-* memory: process RSS is sampled every 2 s; after a warm-up of ten calibration runs in quick succession (the
-  bridge's first runs grow it by a few MB, once: measured over 5 minutes with a run every 15 s, it levels off
-  after about ten runs, see docs/reliability.md), the Theil-Sen line through the samples (the median of the slopes
-  between all pairs, so one step does not count as a trend) gives the rise over the steady window, which must
-  stay below a small floor: a leak of 3 MB per minute (50 kB/s) failed the 60 s run;
+* memory: process RSS is sampled every 2 s; after a warm-up of ten calibration runs in quick succession and two
+  spaced ones (the bridge's first runs grow it by a few MB, once: measured over 5 minutes with a run every 15 s,
+  it levels off after about ten runs, see docs/reliability.md), the Theil-Sen line through the samples (the
+  median of the slopes between all pairs, so one step does not count as a trend) gives the rise over the steady
+  window, which must stay below a small floor: a leak of 3 MB per minute (50 kB/s) injected into julabo-fsm
+  fails it (rise 2.0 MB); ph2acf-bridge has a higher floor, see LEAK_FLOOR_MB_FOR;
 * queues: commands are sent at a fixed rate from a pool without waiting for each other, so a service that
   falls behind shows as commands outstanding at the client (sent, not yet answered) growing from one sample
   to the next, and as commands timing out; each service's own ``commands_queued``/``mqtt_out_queued`` must be
@@ -37,16 +38,22 @@ from trackerdcs.client import DcsClient
 from .conftest import record
 from .stand import Stand
 
-SOAK_S = float(os.environ.get("TRACKERDCS_SOAK_S", "70"))
+SOAK_S = float(os.environ.get("TRACKERDCS_SOAK_S", "80"))
 SAMPLE_S = 2.0
-WARMUP_S = 30.0  # warm-up runs done, caches settled; samples before are recorded but not judged
-WARMUP_RUNS_AT = tuple(2.5 * k for k in range(10))  # seconds after the start of the soak
+WARMUP_S = 40.0  # warm-up runs done, caches settled; samples before are recorded but not judged
+#: seconds after the start of the soak: ten runs back to back, then two spaced as in the steady phase (the
+#: bridge's heap reaches its working size only once a run has met the condition traffic of a quiet interval)
+WARMUP_RUNS_AT = (*(2.5 * k for k in range(10)), 27.5, 35.0)
 RUN_EVERY_S = 15.0  # after the warm-up: one run every RUN_EVERY_S, the first at WARMUP_S + 5
 MODULES = 500  # 1,000 channels
-#: a steady-state RSS rise (from the fitted line) at or above this fails. Without an injected leak the rise over
-#: the 40 s window is 0.0-0.1 MB for every process but ph2acf-bridge (about 1.2 MB: it still keeps a few hundred
-#: kB per calibration run after the warm-up, see docs/reliability.md)
-LEAK_FLOOR_MB = 2.5
+#: a steady-state RSS rise (from the fitted line) at or above this fails: over the 40 s window 1.5 MB is a leak
+#: of 2.25 MB per minute. Without an injected leak the rise is 0.0-0.2 MB for every process but ph2acf-bridge,
+#: whose heap moves by steps of up to about 1.5 MB at the end of each calibration run (it builds and writes a
+#: document holding the status of 1,000 channels twice); seven soaks gave fitted rises from -1.0 to 2.8 MB, and
+#: over 5 minutes it levels off (docs/reliability.md). Its floor is therefore 4 MB: here it catches a leak of
+#: about 6 MB per minute; slower leaks of the bridge are for the 10-minute soak and test_ph2acf_archive_memory.py.
+LEAK_FLOOR_MB = 1.5
+LEAK_FLOOR_MB_FOR = {"ph2acf-bridge": 4.0}
 #: commands per second sent to each service, without waiting for replies (a slow service falls behind)
 RATES = {"caen": 8.0, "julabo": 0.1, "ph2acf": 2.0}  # a julabo refresh takes seconds (paced serial queries)
 COMMAND_TIMEOUT_S = 10.0
@@ -232,6 +239,6 @@ def test_soak_keeps_cpu_memory_and_queues_flat(broker, tmp_path):
     for name in (*PROCESSES, "mosquitto"):
         s = summary[name]
         # memory: the fitted line over the steady window may not rise beyond noise
-        assert s["rss_fitted_rise_mb"] < LEAK_FLOOR_MB, (name, "RSS grows", s)
+        assert s["rss_fitted_rise_mb"] < LEAK_FLOOR_MB_FOR.get(name, LEAK_FLOOR_MB), (name, "RSS grows", s)
         # CPU: no creeping load
         assert s["cpu_last_third"] <= 1.5 * s["cpu_first_third"] + 10.0, (name, s)

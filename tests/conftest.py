@@ -83,3 +83,24 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if os.environ.get("MONGODB_URI"):
         return [*lines, "MongoDB: real server (MONGODB_URI)"]
     return [*lines, "MongoDB stand-in: mongomock (no MongoDB server on this machine; set MONGODB_URI to use one)"]
+
+
+#: The fast lane (``scripts/test-fast.sh``, marker ``fast``): specifications of the pure cores (protocols, status
+#: words, state machines, decisions, recipes, models), fed bytes and values. They start no process and open no
+#: socket, port or device, so they run in well under a minute. A new file of that kind belongs on this list.
+FAST_FILES = {
+    "burnin/test_engine.py", "burnin/test_recipe.py", "burnin/test_sensor_physics.py", "burnin/test_store.py",
+    "caen/test_config.py", "caen/test_fsm.py", "caen/test_permit.py", "caen/test_sim_model.py",
+    "caen/test_status_bits.py",
+    "foundation/test_command_parsing.py", "foundation/test_config.py", "foundation/test_deadband.py",
+    "julabo/test_fsm.py", "julabo/test_protocol.py", "julabo/test_safety_core.py", "julabo/test_simulator_engine.py",
+    "ph2acf/test_conditions.py", "ph2acf/test_framing.py", "ph2acf/test_logparse.py", "ph2acf/test_settings.py",
+    "ph2acf/test_summary.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(tests).as_posix() in FAST_FILES:
+            item.add_marker(pytest.mark.fast)

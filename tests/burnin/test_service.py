@@ -1,6 +1,6 @@
 """The burn-in service on a real Mosquitto: commands, refusals, retained status, and coming back PAUSED after
 a crash without commanding anything. (No device services run here: start is refused for that reason, which
-is itself specified below; the whole stack runs in test_stack.py.)"""
+is itself specified below; the whole stack runs in test_stack_runs.py and test_stack_faults.py.)"""
 
 from __future__ import annotations
 

@@ -253,7 +253,7 @@ def burnin_progress_line(status: dict[str, Any]) -> str:
     parts = [f"{status.get('state', '?'):8}"]
     if status.get("step"):
         parts.append(f"step {status['step']}/{status.get('steps')} {status.get('step_name') or ''}".rstrip())
-    if status.get("cycles"):
+    if (status.get("cycles") or 0) > 1:
         parts.append(f"cycle {status.get('cycle') or '-'}/{status['cycles']}")
     parts.append(f"elapsed {_clock(status.get('elapsed_s'))}")
     if status.get("eta_s") is not None:
@@ -264,15 +264,23 @@ def burnin_progress_line(status: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def follow_burnin(client: DcsClient, uid: str | None = None, out: Any = None) -> int:
-    """Print the burn-in's progress and events until it reaches a final state (Ctrl-C stops following only).
+def follow_burnin(client: DcsClient, uid: str | None = None, out: Any = None, every_s: float = 10.0) -> int:
+    """Print the burn-in's progress and events until it reaches a final state (Ctrl-C stops following only): a
+    line at every change of state or step, otherwise one every ``every_s`` (a plateau lasts hours).
     ``uid``: the burn-in just started; an older one's final state (still retained) does not end the wait."""
     out = out or sys.stdout
     lines: list[str] = []
+    shown: dict[str, Any] = {"key": None, "at": 0.0}
 
     def on_status(msg: Any) -> None:
-        if msg.payload:
-            lines.append(burnin_progress_line(msg.json()))
+        if not msg.payload:
+            return
+        doc = msg.json()
+        key = (doc.get("state"), doc.get("step"), doc.get("uid"))
+        now = time.monotonic()
+        if key != shown["key"] or now - shown["at"] >= every_s:
+            shown["key"], shown["at"] = key, now
+            lines.append(burnin_progress_line(doc))
 
     def on_event(msg: Any) -> None:
         if msg.payload:

@@ -134,5 +134,6 @@ def test_burnin_follow_prints_one_line_per_status_with_step_cycle_elapsed_eta_an
         "HOLDING   step 17/127 cold plateau  cycle 3/17  elapsed 1:02:05  ETA 42:00:00"
         "  | waiting for dry air (dew point -12.1 C)"
     )
-    done = burnin_progress_line({"state": "DONE", "elapsed_s": 60.0, "eta_s": None})
-    assert done == "DONE      elapsed 0:01:00"
+    done = burnin_progress_line({"state": "DONE", "step": 11, "steps": 11, "step_name": "LV off", "cycles": 1,
+                                 "elapsed_s": 60.0, "eta_s": None})  # fmt: skip
+    assert done == "DONE      step 11/11 LV off  elapsed 0:01:00"  # no cycle column for a recipe without repeats

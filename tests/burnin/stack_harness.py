@@ -87,6 +87,14 @@ class Stack:
             time.sleep(0.5)
         pytest.fail(f"burn-in not in {states} within {timeout} s: {self.status()}")
 
+    def start_short_recipe_until(self, step_name: str, timeout: float = 300) -> None:
+        """Start ``sim-short`` and return once it is at the step named ``step_name``."""
+        self.dcs.command("burnin", "start", recipe="sim-short", operator="pytest")
+        deadline = time.time() + timeout
+        while self.status()["step_name"] != step_name:
+            assert time.time() < deadline, self.status()
+            time.sleep(0.2)
+
     def ready(self) -> None:
         """Chiller running, interlock acknowledged and OK, everything off: where every test starts."""
         d = self.dcs

@@ -16,11 +16,7 @@ pytestmark = STACK_MARKS
 
 def test_interlock_trip_mid_sequence_aborts_to_the_safe_state_and_never_resumes(stack):
     stack.ready()
-    stack.dcs.command("burnin", "start", recipe="sim-short", operator="pytest")
-    deadline = time.time() + 300
-    while stack.status()["step_name"] != "hold warm":
-        assert time.time() < deadline, stack.status()
-        time.sleep(0.2)
+    stack.start_short_recipe_until("hold warm")
     assert stack.dcs.status("caen")["state"] == "HV_ON"
     assert control_client.send(stack.ports["julabo_control"], "bath 30").startswith("OK")  # too warm: trip
     st = stack.wait_state("ABORTED", "FAILED", timeout=120)

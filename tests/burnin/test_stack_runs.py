@@ -50,11 +50,7 @@ def test_short_recipe_runs_end_to_end(stack):
 
 def test_killed_mid_step_comes_back_paused_there_and_commands_nothing(stack):
     stack.ready()
-    stack.dcs.command("burnin", "start", recipe="sim-short", operator="pytest")
-    deadline = time.time() + 300
-    while stack.status()["step_name"] != "IV scan warm":
-        assert time.time() < deadline, stack.status()
-        time.sleep(0.2)
+    stack.start_short_recipe_until("IV scan warm")
     time.sleep(2.0)  # mid-scan
     stack.kill_burnin()
     killed = time.time()

@@ -72,6 +72,7 @@ def test_shipped_example_loads():
         ({"interlock": {"stale_s": 0}}, "interlock.stale_s: must be a positive number"),
         ({"interlock": {"on_silent": "ignore"}}, "interlock.on_silent: one of hv_off, alarm"),
         ({"interlock": {"status_topic": "interlock/#"}}, "without wildcards"),
+        ({"interlock": {"chiller_topic": "julabo/+"}}, "interlock.chiller_topic: a topic name without wildcards"),
         ({"interlock": {"stale": 3}}, "interlock: unknown key"),
         ({"channels": {"0": {"module": "a", "lv": [0, 0], "hv": [0, 0]}}}, "already used"),
         ({"channels": {"0": {"module": "a/b", "lv": [0, 0], "hv": [12, 0]}}}, "module name"),
@@ -90,8 +91,11 @@ def test_the_interlock_permit_is_required_unless_switched_off_explicitly():
     assert parse_config(yaml.safe_load(PROTOTYPE_LIST_SHAPE)).interlock.required is True
     shipped = parse_config(load_yaml(EXAMPLE, env={})).interlock
     assert shipped.required is True and shipped.status_topic == "interlock/status" and shipped.on_silent == "hv_off"
+    assert shipped.chiller_topic == "julabo/status"  # the chiller's own status is followed too
     bench = parse_config({**yaml.safe_load(PROTOTYPE_LIST_SHAPE), "interlock": {"required": False}})
     assert bench.interlock.required is False
+    only_interlock = parse_config({**yaml.safe_load(PROTOTYPE_LIST_SHAPE), "interlock": {"chiller_topic": ""}})
+    assert only_interlock.interlock.chiller_topic == ""
 
 
 def test_limits_refuse_out_of_range_setpoints_with_a_clear_message():

@@ -79,3 +79,51 @@ def test_reasons_without_details_fall_back_on_their_names_and_unknown_states_cou
 def test_a_bench_without_interlock_is_an_explicit_switch():
     view = Permit(InterlockSettings(required=False)).view(0.0, T0)
     assert view.state == PermitState.NOT_REQUIRED and view.granted and not view.silent
+
+
+# ------------------------------------------------------------------ the chiller's own status, followed directly
+def chiller(state="RUNNING", ts=T0, connected=True):
+    return json.dumps({"state": state, "connected": connected, "bath_temp": -20.0, "ts": ts}).encode()
+
+
+def test_a_fresh_chiller_status_that_is_not_running_demands_hv_and_lv_off_before_the_interlock_says_so():
+    permit = Permit()
+    permit.on_status(status(), 0.0)
+    permit.on_chiller(chiller("STOPPED"), 0.0)
+    view = permit.view(0.0, T0)
+    assert view.state == PermitState.OK  # the interlock has not relayed it yet ...
+    assert view.demands_off and not view.granted  # ... caen-fsm acts on what the chiller itself says
+    assert view.reasons == ("chiller_not_running",) and view.lv_reasons == ("chiller_not_running",)
+    assert "chiller not running (julabo/status: state STOPPED, seen by caen-fsm)" in view.refusal("lv_on")
+    permit.on_status(status("TRIPPED", chiller_not_running="hv_off+lv_off"), 0.0)  # the interlock follows
+    assert permit.view(0.0, T0).reasons == ("chiller_not_running",)  # one reason, not two
+    permit.on_chiller(chiller("RUNNING"), 0.0)
+    still = permit.view(0.0, T0)  # running again: the interlock's latch (acknowledgement) decides now
+    assert still.state == PermitState.TRIPPED and not still.chiller_fault and not still.granted
+
+
+def test_every_chiller_state_but_running_and_a_lost_link_count_as_not_running():
+    permit = Permit()
+    permit.on_status(status(), 0.0)
+    for state, connected in (("ALARM", True), ("ERROR", True), ("DISCONNECTED", False), ("RUNNING", False)):
+        permit.on_chiller(chiller(state, connected=connected), 0.0)
+        assert permit.view(0.0, T0).chiller_fault, (state, connected)
+    permit.on_chiller(chiller("RUNNING"), 0.0)
+    assert permit.view(0.0, T0).granted
+
+
+def test_a_stale_unreadable_or_deleted_chiller_status_is_left_to_the_interlock():
+    permit = Permit(InterlockSettings(stale_s=90))
+    permit.on_status(status(), 0.0)
+    permit.on_chiller(chiller("STOPPED", ts=T0 - 600), 0.0)  # yesterday's retained status
+    assert permit.view(0.0, T0).granted
+    for bad in (b"{not json", b"[]", b'{"state": "STOPPED"}', b""):
+        permit.on_chiller(chiller("STOPPED"), 0.0)
+        permit.on_chiller(bad, 0.0)
+        assert permit.view(0.0, T0).granted, bad
+
+
+def test_a_bench_without_interlock_does_not_follow_the_chiller_either():
+    permit = Permit(InterlockSettings(required=False))
+    permit.on_chiller(chiller("STOPPED"), 0.0)
+    assert permit.view(0.0, T0).granted

@@ -4,6 +4,7 @@ interlock's published state comes from ``InterlockStandIn`` (what Node-RED publi
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -108,6 +109,44 @@ def test_a_chiller_trip_brings_hv_down_then_lv(caen, operator, crate, interlock)
         lv_off_at = min(m.received for m in channels if m.topic.endswith(lv) and m.json()["on"] is False)
         hv_before = [m.json() for m in channels if m.topic.endswith(hv) and m.received <= lv_off_at]
         assert hv_before and hv_before[-1]["on"] is False and hv_before[-1]["vmon"] <= 5.0, hv_before[-1:]
+
+
+@pytest.fixture
+def chiller(broker):
+    """Publishes the chiller's retained status as julabo-fsm does (account ``julabo``); deleted after."""
+    from trackerdcs.client import DcsClient
+
+    with DcsClient(broker.settings("julabo", client_id="test-chiller")) as client:
+
+        def publish(state: str) -> None:
+            doc = {"state": state, "connected": True, "bath_temp": -20.0, "ts": time.time()}
+            client.client.publish("julabo/status", json.dumps(doc), qos=1, retain=True).wait_for_publish(5)
+
+        yield publish
+        client.client.publish("julabo/status", b"", qos=1, retain=True).wait_for_publish(5)
+
+
+def test_a_chiller_that_stops_is_acted_on_by_caen_fsm_itself_without_waiting_for_the_interlock(
+    caen, operator, crate, interlock, chiller
+):
+    """Issue 18.7: the interlock's relay (Node-RED) took most of the reaction time; the chiller's own status is
+    enough for caen-fsm to switch off, and it still works when the interlock is slow or down."""
+    chiller("RUNNING")
+    power_up(operator, ["M0", "M1"])
+    events = watch(operator, "caen/event")
+    chiller("STOPPED")  # the interlock stand-in keeps saying OK: nobody relays this
+    for m in ("M0", "M1"):
+        wait_module(operator, m, "OFF", timeout=10)
+    enforce = wait_event(events, "interlock_enforce")
+    assert enforce["lv"] is True and "chiller not running (julabo/status: state STOPPED" in enforce["message"]
+    assert not crate.is_on("00:000") and not crate.is_on("12:000")
+    reply = operator.command("caen", "lv_on", modules=["M0"], check=False)
+    assert reply["ok"] is False and "chiller not running (julabo/status: state STOPPED" in reply["error"]
+    chiller("RUNNING")  # running again, and the interlock (stand-in) says OK: power-on permitted again
+    deadline = time.monotonic() + 5
+    while not (reply := operator.command("caen", "lv_on", modules=["M0"], check=False))["ok"]:
+        assert time.monotonic() < deadline, reply
+        time.sleep(0.1)
 
 
 def test_a_dew_point_reason_switches_hv_off_and_leaves_lv_on(caen, operator, crate, interlock):

@@ -56,6 +56,17 @@ def test_clients_without_command_rights_move_nothing(broker, stand, user):
 
 
 def test_caen_ioc_restart_recovers_by_itself_and_switches_nothing_on(stand, watcher):
+    # the chiller runs before LV goes on (caen-fsm follows the chiller's own status, not only the interlock)
+    watcher.command("julabo", "start", timeout=10)
+    watcher.wait_for("julabo/status", lambda m: m.json()["state"] == "RUNNING", timeout=15)
+    try:
+        _ioc_restart(stand, watcher)
+    finally:
+        watcher.command("julabo", "stop", timeout=10)
+        watcher.wait_for("julabo/status", lambda m: m.json()["state"] == "STOPPED", timeout=15)
+
+
+def _ioc_restart(stand, watcher) -> None:
     watcher.command("caen", "lv_on", modules=["M0001"])
     watcher.wait_for("caen/status/module/M0001", lambda m: m.json()["state"] == "LV_ON", timeout=10)
     puts_before = stand.ca_read(["SIM:PwOnPuts"])["SIM:PwOnPuts"]

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+from trackerdcs import latencytrace
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.config import MqttSettings
 from trackerdcs.service import Service
@@ -50,6 +51,7 @@ class CaenApp:
         )
         self.permit = Permit(config.interlock)
         self._permit_lock = threading.Lock()  # guards self.permit (fed on the MQTT thread)
+        self._enforce_lock = threading.Lock()  # one evaluation at a time (MQTT thread or the permit loop)
         self._permit_wake = threading.Event()
         self._permit_thread: threading.Thread | None = None
         self._last_view: PermitView | None = None
@@ -66,6 +68,8 @@ class CaenApp:
         if il.required:
             self.service.subscribe(il.status_topic, self._on_permit_status)
             self.service.subscribe(il.availability_topic, self._on_permit_availability)
+            if il.chiller_topic:
+                self.service.subscribe(il.chiller_topic, self._on_chiller_status)
             log.info(
                 "interlock permit: power-on only while %s is fresh (< %g s) and OK; when it goes silent: %s",
                 il.status_topic,
@@ -95,14 +99,30 @@ class CaenApp:
 
     # ------------------------------------------------------------------ interlock permit
     def _on_permit_status(self, msg) -> None:
+        latencytrace.mark(f"msg {msg.topic}")
         with self._permit_lock:
             self.permit.on_status(bytes(msg.payload), time.monotonic())
-        self._permit_wake.set()
+        self._enforce_now()
 
     def _on_permit_availability(self, msg) -> None:
         with self._permit_lock:
             self.permit.on_availability(bytes(msg.payload))
-        self._permit_wake.set()
+        self._enforce_now()
+
+    def _on_chiller_status(self, msg) -> None:
+        latencytrace.mark(f"msg {msg.topic}")
+        with self._permit_lock:
+            self.permit.on_chiller(bytes(msg.payload), time.monotonic())
+        self._enforce_now()
+
+    def _enforce_now(self) -> None:
+        """Evaluate the permit on the MQTT thread, as the message arrives: a trip is acted on without a hand-over
+        to another thread (milliseconds on a busy machine). The permit loop still ticks for staleness/resends."""
+        try:
+            self._enforce_permit()
+        except Exception:
+            log.exception("interlock permit evaluation failed")
+            self._permit_wake.set()  # the loop tries again
 
     def _view(self) -> PermitView:
         with self._permit_lock:
@@ -122,6 +142,10 @@ class CaenApp:
     def _enforce_permit(self) -> None:
         """Follow the permit: an event at each change; HV off (and LV, HV first, for chiller reasons) while the
         interlock demands it; HV off when the interlock goes silent (``on_silent: hv_off``, the default)."""
+        with self._enforce_lock:
+            self._enforce_permit_locked()
+
+    def _enforce_permit_locked(self) -> None:
         il = self.config.interlock
         view = self._view()
         last, self._last_view = self._last_view, view
@@ -151,6 +175,8 @@ class CaenApp:
             self._lost_reported = lost
             if view.demands_off:
                 why = f"interlock {view.state.value} ({', '.join(view.reasons) or 'no reason given'})"
+                if view.chiller_fault:
+                    why = f"{view.chiller_fault}; {why}"
                 out.merge(self.plant.enforce_off(bool(view.lv_reasons), now, why, il.resend_s))
             elif lost and il.on_silent == "hv_off":
                 out.merge(self.plant.enforce_off(False, now, f"interlock {view.state.value}", il.resend_s))

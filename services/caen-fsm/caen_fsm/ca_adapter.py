@@ -31,6 +31,8 @@ from typing import Any
 
 from epics import ca, dbr
 
+from trackerdcs import latencytrace
+
 from .enums import EnumReading
 
 log = logging.getLogger(__name__)
@@ -265,6 +267,7 @@ class CaAdapter:
 
     def flush(self) -> None:
         ca.flush_io()
+        latencytrace.mark("ca_flushed")
 
     def reconnect(self) -> int:
         """Recreate the channels that are not connected (restarts their search at the fastest rate)."""

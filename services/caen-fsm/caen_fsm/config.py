@@ -236,7 +236,7 @@ def _interlock(raw: Any) -> InterlockSettings:
         return InterlockSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError("interlock: must be a mapping")
-    known = {"required", "status_topic", "availability_topic", "stale_s", "on_silent", "resend_s"}
+    known = {"required", "status_topic", "availability_topic", "stale_s", "on_silent", "resend_s", "chiller_topic"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"interlock: unknown key(s) {', '.join(unknown)}")
@@ -256,6 +256,11 @@ def _interlock(raw: Any) -> InterlockSettings:
             if not isinstance(topic, str) or not topic or any(c in topic for c in "#+"):
                 raise ConfigError(f"interlock.{key}: must be a topic name without wildcards, got {topic!r}")
             values[key] = topic
+    if "chiller_topic" in raw:  # "" or null: follow only the interlock
+        topic = raw["chiller_topic"] or ""
+        if not isinstance(topic, str) or any(c in topic for c in "#+"):
+            raise ConfigError(f"interlock.chiller_topic: a topic name without wildcards or empty, got {topic!r}")
+        values["chiller_topic"] = topic
     if "on_silent" in raw:
         if raw["on_silent"] not in ON_SILENT_CHOICES:
             raise ConfigError(f"interlock.on_silent: one of {', '.join(ON_SILENT_CHOICES)}, got {raw['on_silent']!r}")

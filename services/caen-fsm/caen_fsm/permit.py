@@ -8,6 +8,13 @@ else (never heard, offline, stale, unreadable, not OK) withholds the permit: fai
 
 Reasons whose action includes ``lv_off`` (the chiller reasons) also demand LV off; the others (dew point,
 a silent environment sensor) demand HV off.
+
+caen-fsm also follows the chiller's own status (``julabo/status``, ``interlock.chiller_topic``): a fresh status
+saying the chiller is not RUNNING (or not connected) demands HV and LV off at once and withholds the permit,
+without waiting for the interlock to relay it. This is the fast path of the most common trip, and it holds
+when the interlock itself is slow or down. The interlock stays the authority for everything else: latching,
+acknowledgement, temperature limits, dew point, a silent chiller (a stale or missing chiller status is left
+to it).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class PermitState(StrEnum):
 #: States meaning "the interlock is not heard": what it would say is unknown.
 SILENT = frozenset({PermitState.MISSING, PermitState.OFFLINE, PermitState.STALE, PermitState.INVALID})
 ON_SILENT_CHOICES = ("hv_off", "alarm")
+#: The interlock's name for the reason caen-fsm also sees for itself on the chiller's status.
+CHILLER_REASON = "chiller_not_running"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class InterlockSettings:
     stale_s: float = 90.0  # the interlock republishes at least every 30 s
     on_silent: str = "hv_off"  # what to do when it goes silent while HV is on: hv_off | alarm
     resend_s: float = 5.0  # while the interlock demands off and a channel is still on: switch off again
+    chiller_topic: str = "julabo/status"  # the chiller's status, followed directly ("" = only the interlock)
 
 
 @dataclass(frozen=True)
@@ -57,10 +67,11 @@ class PermitView:
     reasons: tuple[str, ...] = ()
     lv_reasons: tuple[str, ...] = ()  # latched reasons that demand LV off (chiller)
     detail: str = ""
+    chiller_fault: str = ""  # the chiller's own fresh status says it is not running (seen by caen-fsm)
 
     @property
     def granted(self) -> bool:
-        return self.state in (PermitState.OK, PermitState.NOT_REQUIRED)
+        return self.state in (PermitState.OK, PermitState.NOT_REQUIRED) and not self.chiller_fault
 
     @property
     def silent(self) -> bool:
@@ -68,8 +79,8 @@ class PermitView:
 
     @property
     def demands_off(self) -> bool:
-        """The interlock itself (heard and fresh) has reasons latched."""
-        return self.state in (PermitState.TRIPPED, PermitState.ACK_PENDING)
+        """The interlock itself (heard and fresh) has reasons latched, or the chiller says it is not running."""
+        return self.state in (PermitState.TRIPPED, PermitState.ACK_PENDING) or bool(self.chiller_fault)
 
     def refusal(self, what: str) -> str:
         """The operator message for a refused ``what`` (e.g. ``lv_on``)."""
@@ -78,6 +89,8 @@ class PermitView:
             text += f" (latched: {', '.join(self.reasons)})"
         if self.detail:
             text += f"; {self.detail}"
+        if self.chiller_fault:
+            text += f"; {self.chiller_fault}"
         return text
 
 
@@ -90,6 +103,31 @@ class Permit:
     _invalid: str | None = None
     _received_mono: float | None = None
     _offline: bool = False
+    _chiller: dict[str, Any] | None = None
+    _chiller_mono: float | None = None
+
+    def on_chiller(self, payload: bytes, now_mono: float) -> None:
+        """A message on the chiller's status topic. Unreadable or deleted: no opinion (the interlock decides)."""
+        try:
+            doc = json.loads(payload.decode("utf-8")) if payload else None
+        except (UnicodeDecodeError, ValueError):
+            doc = None
+        ts = doc.get("ts") if isinstance(doc, dict) else None
+        readable = isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts)
+        self._chiller, self._chiller_mono = (doc, now_mono) if readable else (None, None)
+
+    def chiller_fault(self, now_mono: float, now_wall: float) -> str:
+        """Why the chiller's own fresh status forbids power ("" when it does not, or says nothing fresh)."""
+        doc = self._chiller
+        if doc is None or self._chiller_mono is None:
+            return ""
+        age = max(now_wall - float(doc["ts"]), now_mono - self._chiller_mono, 0.0)
+        if age > self.settings.stale_s:
+            return ""
+        state = doc.get("state")
+        if state == "RUNNING" and doc.get("connected") is not False:
+            return ""
+        return f"chiller not running ({self.settings.chiller_topic}: state {state}, seen by caen-fsm)"
 
     def on_status(self, payload: bytes, now_mono: float) -> None:
         """A message on the status topic (retained ones included)."""
@@ -115,6 +153,16 @@ class Permit:
         s = self.settings
         if not s.required:
             return PermitView(PermitState.NOT_REQUIRED, detail="interlock.required is false")
+        view = self._interlock_view(now_mono, now_wall)
+        fault = self.chiller_fault(now_mono, now_wall)
+        if not fault:
+            return view
+        reasons = view.reasons if CHILLER_REASON in view.reasons else (*view.reasons, CHILLER_REASON)
+        lv = view.lv_reasons if CHILLER_REASON in view.lv_reasons else (*view.lv_reasons, CHILLER_REASON)
+        return PermitView(view.state, reasons, lv, view.detail, fault)
+
+    def _interlock_view(self, now_mono: float, now_wall: float) -> PermitView:
+        s = self.settings
         if self._offline:
             return PermitView(PermitState.OFFLINE, detail=f"{s.availability_topic} is offline")
         if self._received_mono is None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
@@ -30,51 +28,7 @@ from burnin.ivplot import (
 )
 from burnin.store import BurninStore
 
-
-# ---------------------------------------------------------------------------------------------- a PNG reader
-def decode_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
-    """(width, height, rows of RGB pixels) of an 8-bit truecolour PNG; raises on any corruption."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "PNG signature"
-    pos, idat, header, kinds = 8, b"", None, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, f"CRC of {kind!r}"
-        kinds.append(kind)
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and pos == len(data)
-    width, height, depth, color_type, _, _, interlace = header
-    assert (depth, color_type, interlace) == (8, 2, 0), header
-    raw = zlib.decompress(idat)
-    stride, bpp = width * 3, 3
-    assert len(raw) == height * (stride + 1)
-    rows: list[bytearray] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
-            if ftype == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif ftype == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif ftype == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif ftype == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-            else:
-                assert ftype == 0, f"filter {ftype}"
-        rows.append(line)
-        prev = line
-    return width, height, [[tuple(r[x * 3 : x * 3 + 3]) for x in range(width)] for r in rows]
+from .png_reader import decode_png
 
 
 def scan_doc(modules: dict[str, list[tuple[float, float]]], sign: int = -1, **extra) -> dict:
@@ -163,6 +117,15 @@ def test_each_module_has_its_own_colour_even_with_many_modules():
     assert all(v > 0 for v in counts.values()), counts
 
 
+def test_modules_that_measured_the_same_points_all_stay_visible():
+    same = [(0.0, 0.0), (100.0, 0.1), (200.0, 0.2)]
+    cv, frame, colors = plot_iv(scan_doc({"module_0": same, "module_1": same, "module_2": same}))
+    for v, i in same[1:]:
+        x, y = frame.to_px(v, i)
+        around = {cv.get(x + dx, y) for dx in range(0, 8)}
+        assert set(colors) <= around, (v, i, around)
+
+
 def test_a_negative_bias_stand_and_a_positive_one_draw_the_same_picture():
     assert render_iv_png(scan_doc(THREE, sign=-1)) == render_iv_png(scan_doc(THREE, sign=+1))
 
@@ -215,6 +178,8 @@ def test_title_temperature_is_the_mean_module_temperature_else_the_chiller_bath(
     "hi,ticks",
     [
         (800, [0, 200, 400, 600, 800]),
+        (200.3, [0, 50, 100, 150, 200]),
+        (203, [0, 50, 100, 150, 200, 250]),
         (780, [0, 200, 400, 600, 800]),
         (0.43, [0, 0.1, 0.2, 0.3, 0.4, 0.5]),
         (3.9, [0, 1, 2, 3, 4]),

@@ -77,13 +77,13 @@ def _hsv(h: float, s: float, v: float) -> Color:
 
 # ---------------------------------------------------------------------------------------------- axes
 def nice_ticks(hi: float, target: int = 6) -> list[float]:
-    """Ticks 0, s, 2s, ... reaching at least ``hi``, with s one of 1, 2, 2.5, 5 x 10^k and about ``target`` of them."""
+    """Ticks 0, s, 2s, ... reaching ``hi`` (within 1 % of a step); s is 1, 2, 2.5 or 5 x 10^k; about ``target``."""
     if not math.isfinite(hi) or hi <= 0:
         hi = 1.0
     raw = hi / max(1, target - 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * 0.999)
-    n = math.ceil(hi / step - 1e-9)
+    n = math.ceil(hi / step - 0.01)  # a value up to 1 % of a step past a round tick (200.3 V) does not add a tick
     return [round(k * step, 12) for k in range(n + 1)]
 
 
@@ -258,6 +258,11 @@ def _fit(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max(1, max_chars - 1)] + "~"
 
 
+def marker_half(k: int) -> int:
+    """Half the side of module ``k``'s point squares: 6, 4, 2 pixels, repeating."""
+    return 6 - 2 * (k % 3)
+
+
 def layout(width: int, height: int, v_max: float, i_max: float) -> Frame:
     """The plot area of an image of this size (room for the title, axis numbers and the legend)."""
     legend_w = max(200, width * 31 // 100)
@@ -317,14 +322,17 @@ def plot_iv(doc: Mapping[str, Any], width: int = WIDTH, height: int = HEIGHT) ->
     y_title = "|IMon| (µA)"
     cv.text_up(14, (frame.top + frame.bottom + text_width(y_title, s)) // 2, y_title, INK, s)
 
-    # curves: lines first, then a square on every point, so the points stay visible where curves cross
+    # curves: lines first, then a square on every point, so the points stay visible where curves cross. Squares
+    # come in three sizes, largest drawn first: modules that measured the same point show as nested squares
     for c, color in zip(cs, colors, strict=True):
         px = [frame.to_px(v, i) for v, i in c.points]
         for (x0, y0), (x1, y1) in itertools.pairwise(px):
             cv.line(x0, y0, x1, y1, color, 2)
-    for c, color in zip(cs, colors, strict=True):
-        for x, y in (frame.to_px(v, i) for v, i in c.points):
-            cv.rect(x - 3, y - 3, x + 3, y + 3, color)
+    by_size = sorted(range(len(cs)), key=lambda k: -marker_half(k))
+    for k in by_size:
+        half = marker_half(k)
+        for x, y in (frame.to_px(v, i) for v, i in cs[k].points):
+            cv.rect(x - half, y - half, x + half, y + half, colors[k])
 
     # legend: swatch, module name and how its scan ended (two lines each; one line each when many modules)
     lx, ly = frame.right + 24, frame.top

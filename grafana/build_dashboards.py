@@ -26,7 +26,7 @@ RUNS_ANNOTATION = {
     "enable": True,
     "iconColor": "#5794F2",
     "query": (
-        'SELECT "message", "run", "calibration", "outcome" FROM "dcs_event" WHERE "service" = \'ph2acf\' '
+        'SELECT "message", "kind", "run", "calibration", "outcome" FROM "dcs_event" WHERE "service" = \'ph2acf\' '
         "AND (\"kind\" = 'run_start' OR \"kind\" = 'run_stop') AND $timeFilter"
     ),
     "textColumn": "message",
@@ -37,10 +37,36 @@ INTERLOCK_ANNOTATION = {
     "datasource": DS,
     "enable": True,
     "iconColor": "#F2495C",
-    "query": 'SELECT "message" FROM "dcs_event" WHERE "severity" = \'alarm\' AND $timeFilter',
+    "query": 'SELECT "message", "service" FROM "dcs_event" WHERE "severity" = \'alarm\' AND $timeFilter',
     "textColumn": "message",
     "tagsColumn": "service",
 }
+
+BURNIN_ANNOTATION = {
+    "name": "Burn-in start and end",
+    "datasource": DS,
+    "enable": True,
+    "iconColor": "#B877D9",
+    "query": (
+        'SELECT "message", "kind", "uid", "recipe", "outcome" FROM "dcs_event" WHERE "service" = \'burnin\' '
+        "AND (\"kind\" = 'burnin_start' OR \"kind\" = 'burnin_end') AND $timeFilter"
+    ),
+    "textColumn": "message",
+    "tagsColumn": "kind",
+}
+IV_SCAN_ANNOTATION = {
+    "name": "IV scans",
+    "datasource": DS,
+    "enable": True,
+    "iconColor": "#FF9830",
+    "query": (
+        'SELECT "message", "kind", "uid", "step" FROM "dcs_event" WHERE "service" = \'burnin\' '
+        "AND \"kind\" = 'iv_scan' AND $timeFilter"
+    ),
+    "textColumn": "message",
+    "tagsColumn": "kind",
+}
+ANNOTATIONS = [RUNS_ANNOTATION, INTERLOCK_ANNOTATION, BURNIN_ANNOTATION, IV_SCAN_ANNOTATION]
 
 
 def target(query: str, ref: str = "A", fmt: str = "time_series", alias: str = "") -> dict[str, Any]:
@@ -194,7 +220,7 @@ CAEN = dashboard(
             6,
         ),
     ],
-    [RUNS_ANNOTATION, INTERLOCK_ANNOTATION],
+    ANNOTATIONS,
 )
 
 CHILLER = dashboard(
@@ -278,7 +304,7 @@ CHILLER = dashboard(
             6,
         ),
     ],
-    [RUNS_ANNOTATION, INTERLOCK_ANNOTATION],
+    ANNOTATIONS,
 )
 
 ENVIRONMENT = dashboard(
@@ -342,7 +368,7 @@ ENVIRONMENT = dashboard(
             6,
         ),
     ],
-    [RUNS_ANNOTATION, INTERLOCK_ANNOTATION],
+    ANNOTATIONS,
 )
 
 RUNS = dashboard(
@@ -421,7 +447,7 @@ RUNS = dashboard(
             unit="percent",
         ),
     ],
-    [RUNS_ANNOTATION, INTERLOCK_ANNOTATION],
+    ANNOTATIONS,
 )
 
 DASHBOARDS = {"caen.json": CAEN, "chiller.json": CHILLER, "environment.json": ENVIRONMENT, "runs.json": RUNS}

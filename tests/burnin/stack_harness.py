@@ -5,6 +5,7 @@ chiller, the ph2acf bridge and its simulator), with a sequencer of the test's ow
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -198,6 +199,16 @@ def _json(m: Message) -> dict:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def telegraf_model() -> Any:
+    """tests/gateway/gateway_telegraf.py (the Python model of telegraf.conf's mapping; Telegraf does not run here)."""
+    path = REPO / "tests" / "gateway" / "gateway_telegraf.py"
+    spec = importlib.util.spec_from_file_location("gateway_telegraf_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def started_at(stack: Stack, uid: str) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from julabo_sim import control_client
 
+from .png_reader import decode_png
 from .stack_harness import STACK_MARKS, _json, commands_from_burnin, put_pv_when, started_at
 
 pytestmark = STACK_MARKS
@@ -74,6 +75,8 @@ def test_one_module_breaking_down_in_a_parallel_iv_scan_stops_only_that_module(s
     assert ramp_downs[3] == "module_2" and set(ramp_downs[4:6]) == {"module_0", "module_1"}, ramp_downs
     st = stack.wait_state("DONE", "ABORTED", "FAILED", "HOLDING", timeout=600)
     assert st["state"] == "DONE", st
+    # the scan's picture sits next to its JSON (docs/images/burnin-iv-scan.png is a copy of one)
+    assert decode_png(scans[0].with_suffix(".png").read_bytes())[:2] == (1000, 640)
 
 
 def test_dew_point_holds_a_cold_step_until_the_air_is_dry(stack):

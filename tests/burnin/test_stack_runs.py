@@ -10,7 +10,10 @@ import time
 
 import pytest
 
-from .stack_harness import DCS, STACK_MARKS, commands_from_burnin
+from .png_reader import decode_png
+from .stack_harness import DCS, STACK_MARKS, _json, commands_from_burnin, telegraf_model
+
+TELEGRAF = telegraf_model()
 
 pytestmark = STACK_MARKS
 
@@ -46,6 +49,22 @@ def test_short_recipe_runs_end_to_end(stack):
     assert stack.dcs.status("caen")["state"] == "OFF"
     shown = stack.dcs.command("burnin", "iv", module="module_1")["result"]["scans"]  # what dcs burnin iv prints
     assert shown[0]["burnin"] == uid and shown[0]["outcome"] == "done" and len(shown[0]["points"]) == 8
+    # a picture of the scan next to its JSON, with the scan's size and a curve per module
+    width, height, _ = decode_png(scans[0].with_suffix(".png").read_bytes())
+    assert (width, height) == (1000, 640)
+    # the sequencer's Grafana markers as Telegraf would write them (telegraf.conf's mapping replayed in Python:
+    # no Telegraf here): start, the IV scan of step 4 and the end of this burn-in, tagged service=burnin
+    conf = TELEGRAF.load(env=TELEGRAF.default_env())
+    lines = [
+        lp
+        for m in list(stack.messages)
+        if m.topic == "burnin/event" and _json(m).get("uid") == uid
+        for lp in TELEGRAF.translate(conf, m.topic, m.payload, m.received)
+    ]
+    marks = [lp for lp in lines if re.match(r"dcs_event,kind=(burnin_start|iv_scan|burnin_end),service=burnin,", lp)]
+    assert [re.search(r"kind=(\w+)", lp).group(1) for lp in marks] == ["burnin_start", "iv_scan", "burnin_end"]
+    assert all(f'uid="{uid}"' in lp for lp in marks), marks
+    assert 'recipe="sim-short"' in marks[0] and "step=4i" in marks[1] and 'outcome="done"' in marks[2], marks
 
 
 def test_killed_mid_step_comes_back_paused_there_and_commands_nothing(stack):

@@ -3,7 +3,7 @@ and "Events", and the per-service status documents in docs/services/).
 
 Used to check telegraf.conf's mapping and to fill InfluxDB for the Grafana query test. A series of ``points``
 snapshots, 30 s apart, ending at ``end``; includes a CAEN trip, a chiller alarm, an interlock trip and one
-calibration run (run_start/run_stop events).
+calibration run (run_start/run_stop events), and one burn-in (burnin_start, a step, an IV scan, burnin_end).
 """
 
 from __future__ import annotations
@@ -250,9 +250,72 @@ def contract_messages(end: float, points: int = 20) -> list[Message]:
                     },
                 )
             )
+        out += _burnin_events(i, ts)
     for svc in ("caen", "julabo", "ph2acf", "interlock"):
         out.append(_m(f"{svc}/availability", "online"))
     return out
+
+
+BURNIN_UID = "stand-1-burnin-20261201T060000-abc123"
+
+
+def _burnin_events(i: int, ts: float) -> list[Message]:
+    """The burn-in sequencer's events as services/burnin/burnin/app.py publishes them (trackerdcs.service adds
+    kind, severity, message, service and ts): start at i=3 with the first step, an IV scan at i=8, end at i=14."""
+    base = {"severity": "info", "service": "burnin", "uid": BURNIN_UID, "ts": ts}
+    if i == 3:
+        return [
+            _m(
+                "burnin/event",
+                {
+                    **base,
+                    "kind": "burnin_start",
+                    "message": f"burn-in {BURNIN_UID} (sim-short) started by ana",
+                    "recipe": "sim-short",
+                    "modules": ["M1", "M2"],
+                    "start_ts": ts,
+                },
+            ),
+            _m(
+                "burnin/event",
+                {
+                    **base,
+                    "kind": "step_start",
+                    "message": "step 1/11: chiller on",
+                    "step": 1,
+                    "name": "chiller on",
+                    "step_kind": "chiller",
+                },
+            ),
+        ]
+    if i == 8:
+        return [
+            _m(
+                "burnin/event",
+                {
+                    **base,
+                    "kind": "iv_scan",
+                    "message": "IV scan step 4: M1 done, M2 breakdown",
+                    "step": 4,
+                    "outcomes": {"M1": "done", "M2": "breakdown"},
+                    "stored": "mongo",
+                },
+            )
+        ]
+    if i == 14:
+        return [
+            _m(
+                "burnin/event",
+                {
+                    **base,
+                    "kind": "burnin_end",
+                    "message": f"burn-in {BURNIN_UID} done",
+                    "outcome": "done",
+                    "stop_ts": ts,
+                },
+            )
+        ]
+    return []
 
 
 CONTRACT_TOPICS = sorted({t for t, _ in contract_messages(0.0, 16)})

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import yaml
-from gateway_payloads import contract_messages
+from gateway_payloads import BURNIN_UID, contract_messages
 from gateway_telegraf import REPO, default_env, load, translate
 
 GRAFANA = REPO / "grafana"
@@ -110,6 +110,49 @@ def test_query_returns_data_from_telegraf_shaped_influxdb(loaded_influx, where, 
     assert "error" not in statement, f"{where}: {statement['error']}"
     series = statement.get("series", [])
     assert series and any(s["values"] for s in series), f"{where}: empty result for {query}"
+
+
+def annotations(dashboard: str) -> list[dict]:
+    return json.loads((GRAFANA / "dashboards" / dashboard).read_text())["annotations"]["list"]
+
+
+ALL_ANNOTATIONS = [
+    (f"{p.name}: {a['name']}", a) for p in sorted((GRAFANA / "dashboards").glob("*.json")) for a in annotations(p.name)
+]
+
+
+@pytest.mark.parametrize("where,annotation", ALL_ANNOTATIONS, ids=[re.sub(r"\W+", "_", w) for w, _ in ALL_ANNOTATIONS])
+def test_every_annotation_returns_its_text_and_tag_columns(loaded_influx, where, annotation):
+    """Grafana takes an annotation's text and tags from the columns named textColumn and tagsColumn: a tag key
+    that is not selected gives annotations without tags, so each must be a column of the result."""
+    (statement,) = loaded_influx.query(expand_macros(annotation["query"]), db=DB)["results"]
+    (series,) = statement["series"]
+    wanted = [annotation["textColumn"], *annotation["tagsColumn"].replace(" ", "").split(",")]
+    assert set(wanted) <= set(series["columns"]), (where, series["columns"])
+    for row in series["values"]:
+        values = dict(zip(series["columns"], row, strict=True))
+        assert all(values[c] for c in wanted), (where, values)
+
+
+def annotation_rows(influx, dashboard: str, name: str) -> list[dict]:
+    (a,) = [a for a in annotations(dashboard) if a["name"] == name]
+    (statement,) = influx.query(expand_macros(a["query"]), db=DB)["results"]
+    return [dict(zip(s["columns"], row, strict=True)) for s in statement.get("series", []) for row in s["values"]]
+
+
+@pytest.mark.parametrize("dashboard", ["caen.json", "chiller.json", "environment.json", "runs.json"])
+def test_burn_in_start_end_and_iv_scans_are_annotations_on_the_dashboards(loaded_influx, dashboard):
+    """What the sequencer publishes (burnin_start, burnin_end, iv_scan on burnin/event), written as Telegraf
+    would, comes back as three annotations; its other events (step_start ...) do not clutter the graphs."""
+    marks = annotation_rows(loaded_influx, dashboard, "Burn-in start and end")
+    assert [r["kind"] for r in marks] == ["burnin_start", "burnin_end"]
+    assert all(r["uid"] == BURNIN_UID and BURNIN_UID in r["message"] for r in marks)
+    assert marks[0]["recipe"] == "sim-short" and marks[1]["outcome"] == "done"
+    (scan,) = annotation_rows(loaded_influx, dashboard, "IV scans")
+    assert scan["kind"] == "iv_scan" and scan["step"] == 4 and scan["uid"] == BURNIN_UID
+    assert scan["message"] == "IV scan step 4: M1 done, M2 breakdown"
+    # in time order: start, IV scan, end
+    assert marks[0]["time"] < scan["time"] < marks[1]["time"]
 
 
 def test_a_query_on_a_misspelt_field_would_be_caught(loaded_influx):

@@ -125,3 +125,35 @@ def test_availability_is_a_string_value_per_service():
 def test_config_file_mentions_no_literal_password():
     text = TELEGRAF_CONF.read_text()
     assert not re.search(r'password\s*=\s*"(?!\$\{)', text)
+
+
+def test_burn_in_events_are_recorded_with_the_burn_in_id_recipe_and_step():
+    """The sequencer's markers (burnin_start/burnin_end) and IV scans reach dcs_event, tagged service=burnin,
+    so Grafana can show them as annotations; nested data (modules, outcomes) is left out."""
+    conf = load(env=default_env())
+    start = (
+        b'{"kind":"burnin_start","severity":"info","message":"burn-in b-1 (sim-short) started by ana",'
+        b'"service":"burnin","uid":"b-1","recipe":"sim-short","modules":["M1"],"start_ts":10.5,"ts":10.5}'
+    )
+    iv = (
+        b'{"kind":"iv_scan","severity":"info","message":"IV scan step 4: M1 breakdown","service":"burnin",'
+        b'"uid":"b-1","step":4,"outcomes":{"M1":"breakdown"},"stored":"mongo","ts":20}'
+    )
+    end = (
+        b'{"kind":"burnin_end","severity":"info","message":"burn-in b-1 aborted","service":"burnin","uid":"b-1",'
+        b'"outcome":"aborted","stop_ts":30,"ts":30}'
+    )
+    assert translate(conf, "burnin/event", start, 0.0) == [
+        'dcs_event,kind=burnin_start,service=burnin,severity=info message="burn-in b-1 (sim-short) started by ana",'
+        'recipe="sim-short",uid="b-1" 10500'
+    ]
+    assert translate(conf, "burnin/event", iv, 0.0) == [
+        'dcs_event,kind=iv_scan,service=burnin,severity=info message="IV scan step 4: M1 breakdown",step=4i,'
+        'uid="b-1" 20000'
+    ]
+    assert translate(conf, "burnin/event", end, 0.0) == [
+        'dcs_event,kind=burnin_end,service=burnin,severity=info message="burn-in b-1 aborted",outcome="aborted",'
+        'uid="b-1" 30000'
+    ]
+    # the burn-in's status, commands and replies are not events
+    assert translate(conf, "burnin/cmd/start", b"{}", 0.0) == []

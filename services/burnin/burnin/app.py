@@ -206,10 +206,10 @@ class BurninApp:
             self.svc.event(ev["kind"], ev["message"], severity=ev["severity"], uid=self.engine.uid, **data)
         for kind, doc in out.records:
             if kind == "iv_scan":
-                doc = {**doc, "ts": time.time(), "stand": self.settings.stand}
+                bath = self.world().julabo.get("bath_temp")
+                doc = {**doc, "ts": time.time(), "stand": self.settings.stand, "bath_temp": bath}
                 n = len(self.engine.results.get("iv_scan", []))
-                where = self.store.save(
-                    "iv_scans",
+                where = self.store.save_iv_scan(
                     f"{self.engine.uid}/{doc['step']}/{n}",
                     doc,
                     Path(self.engine.uid) / "iv" / f"{doc['step']:04d}-{n}.json",
@@ -217,7 +217,7 @@ class BurninApp:
                 outcomes = {m: r["outcome"] for m, r in doc["modules"].items()}
                 self.svc.event(
                     "iv_scan",
-                    f"IV scan step {doc['step'] + 1}: {outcomes}",
+                    f"IV scan step {doc['step'] + 1}: " + ", ".join(f"{m} {o}" for m, o in outcomes.items()),
                     uid=self.engine.uid,
                     step=doc["step"] + 1,
                     outcomes=outcomes,

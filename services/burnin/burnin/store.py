@@ -1,7 +1,9 @@
 """Where burn-in documents go: a file archive (always, written first), MongoDB (when configured) and a spool of
 documents still waiting for MongoDB, replayed when it answers again. Same scheme as the ph2acf bridge's run store.
 
-Archive: ``<archive_dir>/<uid>/burnin.json`` and ``<archive_dir>/<uid>/iv/<step>.json``. MongoDB (database
+Archive: ``<archive_dir>/<uid>/burnin.json`` and, per IV scan, ``<archive_dir>/<uid>/iv/<step>-<n>.json`` with its
+plot ``<step>-<n>.png`` next to it (``ivplot.py``; drawn after the JSON is safe, a failure to draw is logged and
+costs only the picture). MongoDB (database
 configurable): collection ``burnins`` (``_id`` = uid) and ``iv_scans`` (``_id`` = ``<uid>/<step>/<n>``, field
 ``burnin`` = uid). Writes are upserts, so a replay after a partial upload is harmless. ``mongomock://`` selects
 the in-process stand-in (tests; no MongoDB server runs on the development machine).
@@ -15,6 +17,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .ivplot import render_iv_png
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,24 @@ class BurninStore:
                 return "spooled"
             self.mongo_ok = True
             return "mongo"
+
+    def save_iv_scan(self, doc_id: str, doc: dict[str, Any], path: Path) -> str:
+        """Archive and upsert an IV scan document like :meth:`save`, then draw its PNG next to the JSON."""
+        where = self.save("iv_scans", doc_id, doc, path)
+        self.write_plot(doc, self.archive / Path(path).with_suffix(".png"))
+        return where
+
+    def write_plot(self, doc: dict[str, Any], target: Path) -> bool:
+        """Write the IV plot of ``doc`` to ``target``; False (and an error log line) if it cannot be drawn."""
+        try:
+            png = render_iv_png(doc)
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(png)
+            tmp.replace(target)
+        except Exception:  # a picture is never worth losing a scan or stopping the burn-in
+            log.exception("IV plot %s not written", target)
+            return False
+        return True
 
     def replay(self) -> int:
         """Upload spooled documents; returns how many went up."""

@@ -144,6 +144,20 @@ describe('flows.json', function () {
       const msgs = await got;
       assert.ok(msgs.every((m) => /unknown command topic/.test(m.payload)));
     });
+
+    it('forwards the burn-in controls and refuses a burn-in start from the page', async () => {
+      const { g, mqtt, refused } = await guard();
+      const sent = collect(mqtt, 4);
+      for (const name of ['pause', 'resume', 'skip', 'abort']) {
+        g.receive({ topic: `burnin/cmd/${name}`, payload: { operator: 'alice' } });
+      }
+      const msgs = await sent;
+      assert.deepStrictEqual(msgs.map((m) => m.topic), ['burnin/cmd/pause', 'burnin/cmd/resume', 'burnin/cmd/skip', 'burnin/cmd/abort']);
+      assert.ok(msgs.every((m) => m.payload.operator === 'alice' && /^ui-/.test(m.payload.id)));
+      const no = collect(refused, 1);
+      g.receive({ topic: 'burnin/cmd/start', payload: { recipe: 'standard-burnin' } });
+      assert.match((await no)[0].payload, /unknown command topic burnin\/cmd\/start/);
+    });
   });
 
   describe('operator UI model', () => {
@@ -165,6 +179,46 @@ describe('flows.json', function () {
       assert.strictEqual(m.events[0].message, 'M1 tripped');
       assert.ok(Math.abs(m.env.box.dewpoint - 9.26) < 0.1);
       assert.strictEqual(m.status.julabo, undefined, 'unreadable status ignored');
+    });
+
+    it('keeps the burn-in steps, the newest IV curve per module and the burn-in events for the burn-in page', async () => {
+      await helper.load([functionNode], [take('ui-collect', [['ui'], ['bi']]), TAB, helperNode('ui'), helperNode('bi')]);
+      const c = helper.getNode('ui-collect');
+      const got = collect(helper.getNode('bi'), 1);
+      const forStand = collect(helper.getNode('ui'), 1);
+      const steps = { uid: 'b1', recipe: 'sim-short', steps: [{ step: 1, name: 'chiller on', outcome: 'done' }] };
+      c.receive({ topic: 'burnin/status', payload: { state: 'RUNNING', step: 2, steps: 11, ts: 1 } });
+      c.receive({ topic: 'burnin/status/steps', payload: JSON.stringify(steps) });
+      c.receive({ topic: 'burnin/status/iv/M1', payload: { module: 'M1', points: [{ set_v: -10, vmon: -10, imon: -0.03 }] } });
+      c.receive({ topic: 'burnin/status/iv/M2', payload: { module: 'M2', points: [] } });
+      c.receive({ topic: 'burnin/status/iv/M2', payload: '' });
+      c.receive({ topic: 'burnin/status/iv/M3', payload: { module: 'M3' } });
+      c.receive({ topic: 'burnin/event', payload: { kind: 'step_end', message: 'step 1 chiller on: done', ts: 2 } });
+      c.receive({ topic: 'caen/event', payload: { kind: 'trip', severity: 'alarm', message: 'M1 tripped', ts: 3 } });
+      const [msg] = await got;
+      const b = msg.payload.burnin;
+      assert.strictEqual(msg.payload.status.burnin.step, 2);
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(b.steps)), steps, 'parsed from the JSON text');
+      assert.deepStrictEqual([...Object.keys(b.iv)], ['M1'], 'a cleared curve is gone, one without points ignored');
+      assert.strictEqual(b.iv.M1.points[0].imon, -0.03);
+      assert.deepStrictEqual([...b.events.map((e) => e.message)], ['step 1 chiller on: done'], 'only burn-in events');
+      assert.strictEqual(msg.payload.events, undefined, 'the burn-in page gets only the burn-in part');
+      const [stand] = await forStand;
+      assert.strictEqual(stand.payload.burnin, undefined, 'no steps and IV curves for the stand page');
+      assert.strictEqual(stand.payload.events.length, 2, 'burn-in events are in the common list too');
+      assert.strictEqual(stand.payload.status.burnin.state, 'RUNNING');
+    });
+
+    it('sends nothing to the burn-in page while only other services report', async () => {
+      await helper.load([functionNode], [take('ui-collect', [['ui'], ['bi']]), TAB, helperNode('ui'), helperNode('bi')]);
+      const c = helper.getNode('ui-collect');
+      let burnin = 0;
+      helper.getNode('bi').on('input', () => { burnin += 1; });
+      const got = collect(helper.getNode('ui'), 1);
+      c.receive({ topic: 'caen/status', payload: { state: 'HV_ON', ts: 1 } });
+      await got;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.strictEqual(burnin, 0);
     });
   });
 });

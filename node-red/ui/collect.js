@@ -1,12 +1,19 @@
 // Function node "collect model": folds every MQTT message the operator UI subscribes to into one model
 // (flow context "model") and sends it to the dashboard widgets at most every 200 ms.
-// Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>.
+// Output 1 (stand page): the model without the burn-in steps and IV curves. Output 2 (burn-in page): only the
+// burn-in part ({status: {burnin}, services: {burnin}, burnin: {steps, iv, events}}), and only after a burnin/
+// message arrived, so the large steps and IV documents do not travel with every CAEN or chiller update.
+// Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>,
+// burnin/status/steps and burnin/status/iv/<module> (the burn-in page; burn-in events are also kept apart).
 const MAX_EVENTS = 40;
+const MAX_BURNIN_EVENTS = 30;
 const MAX_REPLIES = 10;
 const model = flow.get('model') || {
     services: {}, status: {}, modules: {}, env: {}, events: [], replies: [], updated: null,
 };
+if (!model.burnin) model.burnin = { steps: null, iv: {}, events: [] };
 const topic = typeof msg.topic === 'string' ? msg.topic : '';
+const isBurnin = topic.startsWith('burnin/');
 const parts = topic.split('/');
 const root = parts[0];
 let p = msg.payload;
@@ -37,9 +44,20 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
 } else if (parts[1] === 'status' && parts[2] === 'module' && parts.length === 4) {
     if (empty) delete model.modules[parts[3]];
     else if (typeof p === 'object') model.modules[parts[3]] = p;
+} else if (topic === 'burnin/status/steps') {
+    model.burnin.steps = !empty && typeof p === 'object' && Array.isArray(p.steps) ? p : null;
+} else if (root === 'burnin' && parts[1] === 'status' && parts[2] === 'iv' && parts.length === 4 && parts[3]) {
+    if (empty) delete model.burnin.iv[parts[3]];
+    else if (typeof p === 'object' && Array.isArray(p.points)) model.burnin.iv[parts[3]] = p;
+    else { node.warn(`IV curve without points on ${topic}`); return null; }
 } else if (parts[1] === 'event' && parts.length === 2 && typeof p === 'object' && !empty) {
-    model.events.unshift({ service: root, kind: p.kind, severity: p.severity || 'info', message: p.message || '', ts: p.ts || Date.now() / 1000 });
+    const ev = { service: root, kind: p.kind, severity: p.severity || 'info', message: p.message || '', ts: p.ts || Date.now() / 1000 };
+    model.events.unshift(ev);
     model.events.length = Math.min(model.events.length, MAX_EVENTS);
+    if (root === 'burnin') {
+        model.burnin.events.unshift(ev);
+        model.burnin.events.length = Math.min(model.burnin.events.length, MAX_BURNIN_EVENTS);
+    }
 } else if (parts[1] === 'reply' && parts.length === 2 && typeof p === 'object' && !empty) {
     model.replies.unshift({ service: root, command: p.command, ok: p.ok, error: p.error, id: p.id, ts: p.ts });
     model.replies.length = Math.min(model.replies.length, MAX_REPLIES);
@@ -55,11 +73,21 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
 }
 model.updated = Date.now() / 1000;
 flow.set('model', model);
+if (isBurnin) context.set('burninDirty', true);
 if (!context.get('pending')) {
     context.set('pending', true);
     setTimeout(() => {
         context.set('pending', false);
-        node.send({ topic: 'model', payload: flow.get('model') });
+        const m = flow.get('model');
+        const { burnin, ...stand } = m;
+        let forBurnin = null;
+        if (context.get('burninDirty')) {
+            context.set('burninDirty', false);
+            forBurnin = { topic: 'burnin', payload: {
+                status: { burnin: m.status.burnin }, services: { burnin: m.services.burnin }, burnin, updated: m.updated,
+            } };
+        }
+        node.send([{ topic: 'model', payload: stand }, forBurnin]);
     }, 200);
 }
 return null;

@@ -5,6 +5,8 @@ Status ``<root>/status``: the engine's status document (state, uid, recipe, step
 elapsed_s, eta_s, message, hold_auto, abort_reason, modules) plus ``time_scale``. Events on ``<root>/event``:
 ``state_change``, ``step_start``, ``step_end``, ``step_skipped``, ``restored``, ``command_failed``,
 ``dew_guard``, ``iv_scan``, ``burnin_start``/``burnin_end`` (start and end markers for Grafana).
+For the operator UI (retained): ``<root>/status/steps`` (every step with its outcome) and
+``<root>/status/iv/<module>`` (the module's newest IV scan with its points), see :mod:`burnin.overview`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from trackerdcs.service import Service, dumps
 
 from .engine import Engine, Outputs, Refused, State
 from .journal import Journal, replay
+from .overview import newest_curves, step_overview
 from .recipe import RecipeError, load_recipe
 from .settings import BurninSettings
 from .store import BurninStore, mongo_factory
@@ -88,6 +91,8 @@ class BurninApp:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._restore()
+        self._publish_curves(self._archived_scans())
+        self.publish(steps=True)
         self.svc.start()
         self._thread = threading.Thread(target=self._loop, name="burnin-loop", daemon=True)
         self._thread.start()
@@ -214,6 +219,7 @@ class BurninApp:
                     doc,
                     Path(self.engine.uid) / "iv" / f"{doc['step']:04d}-{n}.json",
                 )
+                self._publish_curves([doc])
                 outcomes = {m: r["outcome"] for m, r in doc["modules"].items()}
                 self.svc.event(
                     "iv_scan",
@@ -235,7 +241,7 @@ class BurninApp:
             )
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
-        self.publish()
+        self.publish(steps=bool(out.journal))
 
     def _replay_spool(self) -> None:
         """Upload documents that waited for MongoDB (outside the engine lock: it may take a while)."""
@@ -263,8 +269,32 @@ class BurninApp:
     def status(self) -> dict[str, Any]:
         return {**self.engine.status(), "time_scale": self.settings.time_scale, "spooled": self.store.spooled()}
 
-    def publish(self) -> None:
+    def publish(self, steps: bool = False) -> None:
+        """``<root>/status``; with ``steps`` also ``<root>/status/steps`` (after a step started or ended or the
+        state changed: whenever something was journaled). No steps document while no burn-in was loaded, so the
+        retained one of the last burn-in stays."""
         self.svc.publish_status(self.status())
+        e = self.engine
+        if steps and e.recipe is not None:
+            overview = step_overview(e.recipe, e.history, e.index, e.state.value, e.uid)
+            self.svc.publish_status(overview, "steps")
+
+    def _publish_curves(self, scans: list[dict[str, Any]]) -> None:
+        """``<root>/status/iv/<module>``: the newest curve of each module in ``scans`` (oldest first)."""
+        for module, curve in newest_curves(scans, self.engine.uid or None).items():
+            self.svc.publish_status(curve, f"iv/{module}")
+
+    def _archived_scans(self) -> list[dict[str, Any]]:
+        """The newest IV scan of each configured module: from the restored burn-in, else from the archive."""
+        restored = self.engine.results.get("iv_scan") or []
+        if restored:
+            return list(restored)
+        scans = []
+        for module in self.settings.modules:
+            for found in self.store.iv_scans(module, 1):
+                point_set = {k: v for k, v in found.items() if k not in ("burnin", "step", "ts")}
+                scans.append((found.get("ts") or 0.0, {**found, "modules": {module: point_set}}))
+        return [scan for _, scan in sorted(scans, key=lambda x: x[0])]
 
     # ------------------------------------------------------------------ commands
     def _register(self) -> None:

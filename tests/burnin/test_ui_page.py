@@ -2,6 +2,8 @@
 burn-in that ran on the test stand through its IV scan, publishes to a real Mosquitto; the real Node-RED with
 flows.json serves the page; headless Chromium renders it. The DOM must show the service's values: progress,
 every step with its outcome, the events, and one IV curve per module whose points are the scan's readings.
+A second Chromium, driven over the DevTools protocol (node-red/test/page-driver.js), presses the page's
+buttons: an abort cancelled at the confirmation sends nothing, a confirmed skip reaches the service.
 
 The IV points come from the engine specifications' test stand (tests/burnin/stand.py: a square-root rise to
 100 V, then flat, steep above a module's breakdown voltage), not from caen-sim; the whole simulation stack runs
@@ -9,19 +11,26 @@ in test_stack_*.py."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
+import json
 import re
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from burnin.app import BurninApp
+from trackerdcs.localbroker import free_port, wait_port
+from trackerdcs.supervisor import stop_process
 
 from .conftest import RECIPES, ROOT
 from .journaled import journal_until
@@ -42,6 +51,7 @@ def _load(name: str, path: Path):
 
 
 gateway = _load("gateway_nodered", ROOT / "tests" / "gateway" / "gateway_nodered.py")
+DRIVER = ROOT / "node-red" / "test" / "page-driver.js"
 ui = _load("operator_ui_chromium", ROOT / "tests" / "gateway" / "test_operator_ui.py")  # its chromium()
 
 pytestmark = [
@@ -102,23 +112,23 @@ class LeakierModule(Mod):
         return super().current() * self.factor
 
 
-def test_burnin_page_shows_progress_steps_events_and_the_iv_curves_the_service_publishes(
-    broker, monitor, tmp_path, artifacts
-):
+@contextlib.contextmanager
+def paused_burnin_page(broker, monitor, tmp_path: Path, uid: str) -> Iterator[dict[str, Any]]:
+    """A ``sim-short`` burn-in ran on the test stand through its IV scan and was cut off at "hold warm"; Node-RED
+    runs, then the real burn-in service starts from the journal (PAUSED at step 6) and publishes."""
     settings = settings_for(tmp_path)
     stand = Stand(now=time.time() - 1200.0)  # the burn-in began 20 min ago on the wall clock
     stand.modules["module_1"] = LeakierModule(factor=1.8, breakdown_v=135.0)  # breaks down before -150 V
     engine, _ = journal_until(
         settings,
         (RECIPES / "sim-short.yml").read_text(),
-        "stand-1-burnin-ui",
+        uid,
         lambda e, s: e.status()["step_name"] == "hold warm",
         stand,
     )
     scan = engine.results["iv_scan"][0]["modules"]
     assert scan["module_0"]["outcome"] == "done" and scan["module_1"]["outcome"] == "breakdown"
-
-    nr = gateway.NodeRed(broker, tmp_path / "nr", client_id="nr-test-burnin-ui")
+    nr = gateway.NodeRed(broker, tmp_path / "nr", client_id=f"nr-test-{uid}")
     nr.start()
     app = None
     try:
@@ -127,19 +137,26 @@ def test_burnin_page_shows_progress_steps_events_and_the_iv_curves_the_service_p
         app = BurninApp(settings, broker.settings("burnin"))
         app.start()
         assert app.svc.wait_connected(10)
-        status = monitor.wait_for("burnin/status", lambda m: m.json().get("uid") == "stand-1-burnin-ui", 10).json()
+        status = monitor.wait_for("burnin/status", lambda m: m.json().get("uid") == uid, 10).json()
         seen = time.monotonic()
-        monitor.wait_for("burnin/status/iv/module_1", lambda m: bool(m.payload), 10)
+        monitor.wait_for("burnin/status/iv/module_1", lambda m: m.json().get("burnin") == uid, 10)
         time.sleep(1.5)  # the model reaches the widgets (at most every 200 ms)
-        url = f"{nr.url}/dashboard/burnin"
-        shot = artifacts / "burnin-ui.png"
-        ui.chromium([f"--screenshot={shot}", "--window-size=1400,980"], tmp_path / "chromium-shot", url)
-        dom = ui.chromium(["--dump-dom"], tmp_path / "chromium-dom", url).stdout
-        rendered = time.monotonic() - seen
+        yield {"url": f"{nr.url}/dashboard/burnin", "status": status, "seen": seen, "scan": scan, "app": app}
     finally:
         if app is not None:
             app.stop()
         nr.stop()
+
+
+def test_burnin_page_shows_progress_steps_events_and_the_iv_curves_the_service_publishes(
+    broker, monitor, tmp_path, artifacts
+):
+    with paused_burnin_page(broker, monitor, tmp_path, "stand-1-burnin-ui") as run:
+        status, scan, url = run["status"], run["scan"], run["url"]
+        shot = artifacts / "burnin-ui.png"
+        ui.chromium([f"--screenshot={shot}", "--window-size=1400,980"], tmp_path / "chromium-shot", url)
+        dom = ui.chromium(["--dump-dom"], tmp_path / "chromium-dom", url).stdout
+        rendered = time.monotonic() - run["seen"]
     page = Dom(dom)
 
     # progress: state, step i/N and name, cycle, elapsed, ETA, the last message
@@ -176,3 +193,78 @@ def test_burnin_page_shows_progress_steps_events_and_the_iv_curves_the_service_p
     assert higher[-1] < higher[0], "the breaking-down module's last point is drawn highest (SVG y grows down)"
     assert page.find("tr", data_iv_module="module_1")
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def chromium_page(tmp_path: Path, url: str, steps: list[dict[str, Any]]) -> list[Any]:
+    """Open ``url`` in headless Chromium and carry out ``steps`` on it (node-red/test/page-driver.js)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["chromium", *ui.CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-driven'}",
+         f"--remote-debugging-port={port}", "--remote-allow-origins=*", "--window-size=1400,980", "about:blank"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_port("127.0.0.1", port, 20)
+        done = subprocess.run(
+            ["node", str(DRIVER), str(port), url, json.dumps(steps)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=DRIVER.parent,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+    finally:
+        stop_process(proc)
+
+
+def button(label: str) -> str:
+    """JS: click the enabled button whose text starts with ``label``; true if there was one."""
+    return (
+        "(() => { const b = [...document.querySelectorAll('button')].find(x => "
+        f"x.textContent.trim().startsWith({json.dumps(label)}) && !x.disabled); if (b) b.click(); return !!b; }})()"
+    )
+
+
+def text(field: str) -> str:
+    """JS: the text of the element marked ``data-field=<field>`` ('' when there is none)."""
+    return f"((document.querySelector('[data-field={field}]') || {{}}).textContent || '')"
+
+
+def test_operator_skips_the_paused_step_from_the_page_after_confirming_and_an_abort_can_be_cancelled(
+    broker, monitor, tmp_path
+):
+    monitor.subscribe(["burnin/cmd/#", "burnin/event"])
+    uid = "stand-1-burnin-skip"
+    with paused_burnin_page(broker, monitor, tmp_path, uid) as run:
+        t0 = time.time()
+        kept = chromium_page(
+            tmp_path,
+            run["url"],
+            [
+                {"wait": f"{text('burnin-step')}.includes('6/11')"},
+                {
+                    "eval": "(() => { const i = document.querySelector('input[placeholder=operator]'); "
+                    "i.value = 'carol'; i.dispatchEvent(new Event('input')); return true })()"
+                },
+                {"wait": button("Abort")},
+                {"wait": f"{text('burnin-confirm')}.includes('Abort the burn-in?')"},
+                {"wait": button("Cancel")},
+                {"wait": "!document.querySelector('[data-field=burnin-confirm]')"},
+                {"wait": button("Skip step")},
+                {"wait": f"{text('burnin-confirm')}.includes('Skip step 6')"},
+                {"wait": button("Skip it")},
+                {"wait": f"{text('burnin-step')}.includes('7/11')"},
+                {"wait": "!!document.querySelector('tr[data-step=\"6\"][data-outcome=skipped]')"},
+                {"eval": text("burnin-step-name")},
+            ],
+        )
+        status = run["app"].status()
+    assert kept[-1].strip() == "cool"
+    assert status["state"] == "PAUSED" and status["step"] == 7 and status["step_name"] == "cool"
+    commands = [m for t, m in monitor.latest("burnin/cmd/#").items()]
+    assert [m.topic for m in commands] == ["burnin/cmd/skip"], "the cancelled abort sent nothing"
+    sent = commands[0].json()
+    assert sent["operator"] == "carol" and sent["id"].startswith("ui-") and commands[0].received > t0
+    skipped = monitor.wait_for("burnin/event", lambda m: m.json()["kind"] == "step_skipped", 5).json()
+    assert skipped["operator"] == "carol"

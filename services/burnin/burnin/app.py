@@ -67,6 +67,8 @@ class BurninApp:
         self._latest: dict[str, tuple[dict[str, Any] | None, float, float]] = {}
         self._online: dict[str, bool] = {}
         self._pending: dict[str, str] = {}  # command id -> service root
+        self._curves: set[str] = set()  # modules whose IV curve this process has published
+        self._curves_lock = threading.Lock()
         self._lock = self.engine.lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,11 +93,13 @@ class BurninApp:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._restore()
-        self._publish_curves(self._archived_scans())
+        self._publish_curves(self.engine.results.get("iv_scan") or [])
         self.publish(steps=True)
         self.svc.start()
         self._thread = threading.Thread(target=self._loop, name="burnin-loop", daemon=True)
         self._thread.start()
+        # the archive may hold years of scans: read it aside, the service is online meanwhile
+        threading.Thread(target=self._publish_archived_curves, name="burnin-iv-archive", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -279,22 +283,31 @@ class BurninApp:
             overview = step_overview(e.recipe, e.history, e.index, e.state.value, e.uid)
             self.svc.publish_status(overview, "steps")
 
-    def _publish_curves(self, scans: list[dict[str, Any]]) -> None:
-        """``<root>/status/iv/<module>``: the newest curve of each module in ``scans`` (oldest first)."""
+    def _publish_curves(self, scans: list[dict[str, Any]], *, only_new: bool = False) -> None:
+        """``<root>/status/iv/<module>``: the newest curve of each module in ``scans`` (oldest first); with
+        ``only_new`` only for modules without a curve from this process yet (an archived scan never replaces
+        one taken since the start)."""
         for module, curve in newest_curves(scans, self.engine.uid or None).items():
-            self.svc.publish_status(curve, f"iv/{module}")
+            with self._curves_lock:
+                if only_new and module in self._curves:
+                    continue
+                self._curves.add(module)
+                self.svc.publish_status(curve, f"iv/{module}")
 
-    def _archived_scans(self) -> list[dict[str, Any]]:
-        """The newest IV scan of each configured module: from the restored burn-in, else from the archive."""
-        restored = self.engine.results.get("iv_scan") or []
-        if restored:
-            return list(restored)
-        scans = []
-        for module in self.settings.modules:
-            for found in self.store.iv_scans(module, 1):
-                point_set = {k: v for k, v in found.items() if k not in ("burnin", "step", "ts")}
-                scans.append((found.get("ts") or 0.0, {**found, "modules": {module: point_set}}))
-        return [scan for _, scan in sorted(scans, key=lambda x: x[0])]
+    def _publish_archived_curves(self) -> None:
+        """At start: the newest archived IV scan of every configured module that has no curve yet (the broker
+        keeps them retained; this restores them after the broker lost its store)."""
+        try:
+            for module in self.settings.modules:
+                with self._curves_lock:
+                    if module in self._curves:
+                        continue
+                for found in self.store.iv_scans(module, 1):
+                    point_set = {k: v for k, v in found.items() if k not in ("burnin", "step", "ts")}
+                    self._publish_curves([{**found, "modules": {module: point_set}}], only_new=True)
+        except Exception:  # a damaged archive must not take the service down: say so
+            log.exception("reading the newest IV scans from the archive failed")
+            self.svc.health.error("IV curves from the archive failed (see log)")
 
     # ------------------------------------------------------------------ commands
     def _register(self) -> None:

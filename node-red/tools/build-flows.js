@@ -99,9 +99,12 @@ WIDGETS.forEach(([key, title, width, , page]) => add({ id: `ui-group-${key}`, ty
 const UI_TOPICS = ['+/status', '+/status/module/+', '+/availability', '+/event', '+/reply', '+/health', 'env/+',
   'burnin/status/steps', 'burnin/status/iv/+'];
 UI_TOPICS.forEach((topic, i) => mqttIn(`ui-in-${i}`, 'tab-ui', topic, 140, 60 + 50 * i, ['ui-collect']));
-add({ id: 'ui-collect', type: 'function', z: 'tab-ui', name: 'collect model', func: ui('collect.js'), outputs: 2,
+// collect.js: output 1 feeds every stand widget, outputs 2-5 one burn-in widget each (the order below)
+const BURNIN_OUTPUTS = ['burnin', 'burnin-events', 'burnin-iv', 'burnin-steps'];
+add({ id: 'ui-collect', type: 'function', z: 'tab-ui', name: 'collect model', func: ui('collect.js'), outputs: 5,
   timeout: 0, noerr: 0, initialize: '', finalize: '', libs: [], x: 380, y: 200,
-  wires: ['stand', 'burnin'].map((page) => WIDGETS.filter((w) => w[4] === page).map(([key]) => `ui-w-${key}`)) });
+  wires: [WIDGETS.filter((w) => w[4] === 'stand').map(([key]) => `ui-w-${key}`),
+    ...BURNIN_OUTPUTS.map((key) => [`ui-w-${key}`])] });
 WIDGETS.forEach(([key, , , file], i) => add({ id: `ui-w-${key}`, type: 'ui-template', z: 'tab-ui',
   group: `ui-group-${key}`, page: '', ui: '', name: key, order: 1, width: '0', height: '0', head: '',
   format: ui(file), storeOutMessages: true, passthru: false, resendOnRefresh: true, templateScope: 'local',

@@ -1,8 +1,9 @@
 // Function node "collect model": folds every MQTT message the operator UI subscribes to into one model
 // (flow context "model") and sends it to the dashboard widgets at most every 200 ms.
-// Output 1 (stand page): the model without the burn-in steps and IV curves. Output 2 (burn-in page): only the
-// burn-in part ({status: {burnin}, services: {burnin}, burnin: {steps, iv, events}}), and only after a burnin/
-// message arrived, so the large steps and IV documents do not travel with every CAEN or chiller update.
+// Output 1 (stand page): the model without the burn-in steps and IV curves. Outputs 2-5 (burn-in page), each
+// only when its part changed, so that the large steps and IV documents do not travel with every status tick:
+//   2 status widget {status: {burnin}}, 3 events widget {burnin: {events}}, 4 IV widget {burnin: {iv}},
+//   5 steps widget {status: {burnin}, burnin: {steps}} (again when the current step changes).
 // Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>,
 // burnin/status/steps and burnin/status/iv/<module> (the burn-in page; burn-in events are also kept apart).
 const MAX_EVENTS = 40;
@@ -13,7 +14,6 @@ const model = flow.get('model') || {
 };
 if (!model.burnin) model.burnin = { steps: null, iv: {}, events: [] };
 const topic = typeof msg.topic === 'string' ? msg.topic : '';
-const isBurnin = topic.startsWith('burnin/');
 const parts = topic.split('/');
 const root = parts[0];
 let p = msg.payload;
@@ -22,6 +22,7 @@ if (typeof p === 'string' && /^\s*[{[]/.test(p)) {
     try { p = JSON.parse(p); } catch (e) { node.warn(`unreadable JSON on ${topic}`); return null; }
 }
 const empty = p === '' || p === null || p === undefined;
+function dirty(part) { context.set('dirty', { ...(context.get('dirty') || {}), [part]: true }); }
 function service(name) {
     if (!model.services[name]) model.services[name] = { name, availability: null, state: null, ts: null, health: null };
     return model.services[name];
@@ -41,20 +42,28 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
     s.state = p.state ?? null;
     s.ts = p.ts ?? null;
     model.status[root] = p;
+    if (root === 'burnin') {
+        dirty('status');
+        const at = `${p.uid}/${p.step}/${p.state}`;
+        if (context.get('burninAt') !== at) { context.set('burninAt', at); dirty('steps'); }
+    }
 } else if (parts[1] === 'status' && parts[2] === 'module' && parts.length === 4) {
     if (empty) delete model.modules[parts[3]];
     else if (typeof p === 'object') model.modules[parts[3]] = p;
 } else if (topic === 'burnin/status/steps') {
+    dirty('steps');
     model.burnin.steps = !empty && typeof p === 'object' && Array.isArray(p.steps) ? p : null;
 } else if (root === 'burnin' && parts[1] === 'status' && parts[2] === 'iv' && parts.length === 4 && parts[3]) {
     if (empty) delete model.burnin.iv[parts[3]];
     else if (typeof p === 'object' && Array.isArray(p.points)) model.burnin.iv[parts[3]] = p;
     else { node.warn(`IV curve without points on ${topic}`); return null; }
+    dirty('iv');
 } else if (parts[1] === 'event' && parts.length === 2 && typeof p === 'object' && !empty) {
     const ev = { service: root, kind: p.kind, severity: p.severity || 'info', message: p.message || '', ts: p.ts || Date.now() / 1000 };
     model.events.unshift(ev);
     model.events.length = Math.min(model.events.length, MAX_EVENTS);
     if (root === 'burnin') {
+        dirty('events');
         model.burnin.events.unshift(ev);
         model.burnin.events.length = Math.min(model.burnin.events.length, MAX_BURNIN_EVENTS);
     }
@@ -73,21 +82,23 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
 }
 model.updated = Date.now() / 1000;
 flow.set('model', model);
-if (isBurnin) context.set('burninDirty', true);
 if (!context.get('pending')) {
     context.set('pending', true);
     setTimeout(() => {
         context.set('pending', false);
         const m = flow.get('model');
         const { burnin, ...stand } = m;
-        let forBurnin = null;
-        if (context.get('burninDirty')) {
-            context.set('burninDirty', false);
-            forBurnin = { topic: 'burnin', payload: {
-                status: { burnin: m.status.burnin }, services: { burnin: m.services.burnin }, burnin, updated: m.updated,
-            } };
-        }
-        node.send([{ topic: 'model', payload: stand }, forBurnin]);
+        const d = context.get('dirty') || {};
+        context.set('dirty', {});
+        const part = (name, payload) => (d[name] ? { topic: `burnin/${name}`, payload } : null);
+        const status = { burnin: m.status.burnin };
+        node.send([
+            { topic: 'model', payload: stand },
+            part('status', { status }),
+            part('events', { burnin: { events: burnin.events } }),
+            part('iv', { burnin: { iv: burnin.iv } }),
+            part('steps', { status, burnin: { steps: burnin.steps } }),
+        ]);
     }, 200);
 }
 return null;

@@ -89,7 +89,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 #: words, state machines, decisions, recipes, models), fed bytes and values. They start no process and open no
 #: socket, port or device, so they run in well under a minute. A new file of that kind belongs on this list.
 FAST_FILES = {
-    "burnin/test_engine.py", "burnin/test_ivplot.py", "burnin/test_recipe.py", "burnin/test_sensor_physics.py",
+    "burnin/test_engine.py", "burnin/test_ivplot.py", "burnin/test_overview.py", "burnin/test_recipe.py",
+    "burnin/test_sensor_physics.py",
     "burnin/test_store.py",
     "caen/test_config.py", "caen/test_fsm.py", "caen/test_permit.py", "caen/test_sim_model.py",
     "caen/test_status_bits.py",

@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  MQTT broker   127.0.0.1:{broker.port}   users/passwords in {broker.secrets_dir}\n"
                 + (
                     f"  Operator UI   http://127.0.0.1:{args.node_red_port}/dashboard/stand\n"
+                    f"  Burn-in page  http://127.0.0.1:{args.node_red_port}/dashboard/burnin\n"
                     f"  Node-RED      http://127.0.0.1:{args.node_red_port}/  (user admin, password in "
                     f"{var / 'secrets' / 'node-red-admin'})\n"
                     if "node-red" in supervisor.running

@@ -144,6 +144,20 @@ describe('flows.json', function () {
       const msgs = await got;
       assert.ok(msgs.every((m) => /unknown command topic/.test(m.payload)));
     });
+
+    it('forwards the burn-in controls and refuses a burn-in start from the page', async () => {
+      const { g, mqtt, refused } = await guard();
+      const sent = collect(mqtt, 4);
+      for (const name of ['pause', 'resume', 'skip', 'abort']) {
+        g.receive({ topic: `burnin/cmd/${name}`, payload: { operator: 'alice' } });
+      }
+      const msgs = await sent;
+      assert.deepStrictEqual(msgs.map((m) => m.topic), ['burnin/cmd/pause', 'burnin/cmd/resume', 'burnin/cmd/skip', 'burnin/cmd/abort']);
+      assert.ok(msgs.every((m) => m.payload.operator === 'alice' && /^ui-/.test(m.payload.id)));
+      const no = collect(refused, 1);
+      g.receive({ topic: 'burnin/cmd/start', payload: { recipe: 'standard-burnin' } });
+      assert.match((await no)[0].payload, /unknown command topic burnin\/cmd\/start/);
+    });
   });
 
   describe('operator UI model', () => {
@@ -165,6 +179,56 @@ describe('flows.json', function () {
       assert.strictEqual(m.events[0].message, 'M1 tripped');
       assert.ok(Math.abs(m.env.box.dewpoint - 9.26) < 0.1);
       assert.strictEqual(m.status.julabo, undefined, 'unreadable status ignored');
+    });
+
+    it('keeps the burn-in steps, the newest IV curve per module and the burn-in events for the burn-in page', async () => {
+      const outs = ['ui', 'bi-status', 'bi-events', 'bi-iv', 'bi-steps'];
+      await helper.load([functionNode], [take('ui-collect', outs.map((o) => [o])), TAB, ...outs.map(helperNode)]);
+      const c = helper.getNode('ui-collect');
+      const got = Promise.all(outs.slice(1).map((o) => collect(helper.getNode(o), 1)));
+      const forStand = collect(helper.getNode('ui'), 1);
+      const steps = { uid: 'b1', recipe: 'sim-short', steps: [{ step: 1, name: 'chiller on', outcome: 'done' }] };
+      c.receive({ topic: 'burnin/status', payload: { state: 'RUNNING', step: 2, steps: 11, ts: 1 } });
+      c.receive({ topic: 'burnin/status/steps', payload: JSON.stringify(steps) });
+      c.receive({ topic: 'burnin/status/iv/M1', payload: { module: 'M1', points: [{ set_v: -10, vmon: -10, imon: -0.03 }] } });
+      c.receive({ topic: 'burnin/status/iv/M2', payload: { module: 'M2', points: [] } });
+      c.receive({ topic: 'burnin/status/iv/M2', payload: '' });
+      c.receive({ topic: 'burnin/status/iv/M3', payload: { module: 'M3' } });
+      c.receive({ topic: 'burnin/event', payload: { kind: 'step_end', message: 'step 1 chiller on: done', ts: 2 } });
+      c.receive({ topic: 'caen/event', payload: { kind: 'trip', severity: 'alarm', message: 'M1 tripped', ts: 3 } });
+      const [[status], [events], [iv], [forSteps]] = await got;
+      assert.strictEqual(status.payload.status.burnin.step, 2);
+      assert.deepStrictEqual(Object.keys(status.payload), ['status'], 'the status widget gets the status only');
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(forSteps.payload.burnin.steps)), steps, 'parsed from the JSON text');
+      assert.strictEqual(forSteps.payload.status.burnin.step, 2, 'the steps widget knows the current step');
+      const curves = iv.payload.burnin.iv;
+      assert.deepStrictEqual([...Object.keys(curves)], ['M1'], 'a cleared curve is gone, one without points ignored');
+      assert.strictEqual(curves.M1.points[0].imon, -0.03);
+      assert.deepStrictEqual([...events.payload.burnin.events.map((e) => e.message)], ['step 1 chiller on: done'],
+        'only burn-in events');
+      const [stand] = await forStand;
+      assert.strictEqual(stand.payload.burnin, undefined, 'no steps and IV curves for the stand page');
+      assert.strictEqual(stand.payload.events.length, 2, 'burn-in events are in the common list too');
+      assert.strictEqual(stand.payload.status.burnin.state, 'RUNNING');
+    });
+
+    it('sends a burn-in widget its part only when that part changed', async () => {
+      const outs = ['ui', 'bi-status', 'bi-events', 'bi-iv', 'bi-steps'];
+      await helper.load([functionNode], [take('ui-collect', outs.map((o) => [o])), TAB, ...outs.map(helperNode)]);
+      const c = helper.getNode('ui-collect');
+      const count = {};
+      outs.forEach((o) => { count[o] = 0; helper.getNode(o).on('input', () => { count[o] += 1; }); });
+      const pause = () => new Promise((resolve) => setTimeout(resolve, 300));
+      c.receive({ topic: 'caen/status', payload: { state: 'HV_ON', ts: 1 } });
+      await pause();
+      assert.deepStrictEqual({ ...count }, { ui: 1, 'bi-status': 0, 'bi-events': 0, 'bi-iv': 0, 'bi-steps': 0 });
+      c.receive({ topic: 'burnin/status', payload: { state: 'RUNNING', uid: 'b1', step: 3, elapsed_s: 10, ts: 1 } });
+      await pause();
+      c.receive({ topic: 'burnin/status', payload: { state: 'RUNNING', uid: 'b1', step: 3, elapsed_s: 11, ts: 2 } });
+      await pause();
+      assert.strictEqual(count['bi-status'], 2, 'every status goes to the status widget');
+      assert.strictEqual(count['bi-steps'], 1, 'the steps list again only when the current step changes');
+      assert.strictEqual(count['bi-iv'] + count['bi-events'], 0);
     });
   });
 });

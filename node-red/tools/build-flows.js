@@ -22,7 +22,8 @@ const add = (n) => { nodes.push(n); return n; };
 add({ id: 'tab-interlock', type: 'tab', label: 'Interlocks', disabled: false,
   info: 'Hardware-safety interlocks: chiller and dew point -> CAEN HV off (then LV off). See docs/services/gateway.md.' });
 add({ id: 'tab-ui', type: 'tab', label: 'Operator UI', disabled: false,
-  info: 'Dashboard 2.0 operator UI at /dashboard: services, modules, chiller, runs, environment, interlock.' });
+  info: 'Dashboard 2.0 operator UI at /dashboard: the stand page (services, modules, chiller, runs, environment, ' +
+    'interlock) and the burn-in page (progress, controls, events, IV curves, steps).' });
 
 // ---------------------------------------------------------------- MQTT broker (credentials: ${MQTT_USER}/${MQTT_PASSWORD})
 add({
@@ -70,25 +71,40 @@ add({ id: 'dcs-ui-page', type: 'ui-page', name: 'Test stand', ui: 'dcs-ui-base',
   theme: 'dcs-ui-theme', breakpoints: [{ name: 'Default', px: '0', cols: '3' }, { name: 'Tablet', px: '576', cols: '6' },
     { name: 'Small Desktop', px: '768', cols: '9' }, { name: 'Desktop', px: '1024', cols: '12' }],
   order: 1, className: '', visible: 'true', disabled: 'false' });
+add({ id: 'dcs-ui-page-burnin', type: 'ui-page', name: 'Burn-in', ui: 'dcs-ui-base', path: '/burnin', icon: 'fire',
+  layout: 'grid', theme: 'dcs-ui-theme', breakpoints: [{ name: 'Default', px: '0', cols: '3' },
+    { name: 'Tablet', px: '576', cols: '6' }, { name: 'Small Desktop', px: '768', cols: '9' },
+    { name: 'Desktop', px: '1024', cols: '12' }],
+  order: 2, className: '', visible: 'true', disabled: 'false' });
 
+const PAGES = { stand: 'dcs-ui-page', burnin: 'dcs-ui-page-burnin' };
 const WIDGETS = [
-  // id, group name, group width, file
-  ['services', 'Services', 12, 'services.vue'],
-  ['interlock', 'Interlock and alarms', 12, 'interlock.vue'],
-  ['modules', 'CAEN modules', 7, 'modules.vue'],
-  ['chiller', 'Chiller', 5, 'chiller.vue'],
-  ['runs', 'Calibration runs', 7, 'runs.vue'],
-  ['environment', 'Environment', 5, 'environment.vue'],
+  // id, group name, group width, file, page
+  ['services', 'Services', 12, 'services.vue', 'stand'],
+  ['interlock', 'Interlock and alarms', 12, 'interlock.vue', 'stand'],
+  ['modules', 'CAEN modules', 7, 'modules.vue', 'stand'],
+  ['chiller', 'Chiller', 5, 'chiller.vue', 'stand'],
+  ['runs', 'Calibration runs', 7, 'runs.vue', 'stand'],
+  ['environment', 'Environment', 5, 'environment.vue', 'stand'],
+  ['burnin', 'Burn-in', 6, 'burnin.vue', 'burnin'],
+  ['burnin-events', 'Burn-in events', 6, 'burnin-events.vue', 'burnin'],
+  ['burnin-iv', 'IV curves', 7, 'burnin-iv.vue', 'burnin'],
+  ['burnin-steps', 'Steps', 5, 'burnin-steps.vue', 'burnin'],
 ];
-WIDGETS.forEach(([key, title, width], i) => add({ id: `ui-group-${key}`, type: 'ui-group', name: title, page: 'dcs-ui-page',
-  width: String(width), height: '1', order: i + 1, showTitle: true, className: '', visible: 'true', disabled: 'false',
-  groupType: 'default' }));
+WIDGETS.forEach(([key, title, width, , page]) => add({ id: `ui-group-${key}`, type: 'ui-group', name: title,
+  page: PAGES[page], width: String(width), height: '1',
+  order: WIDGETS.filter((w) => w[4] === page).findIndex((w) => w[0] === key) + 1, showTitle: true, className: '',
+  visible: 'true', disabled: 'false', groupType: 'default' }));
 
-const UI_TOPICS = ['+/status', '+/status/module/+', '+/availability', '+/event', '+/reply', '+/health', 'env/+'];
+const UI_TOPICS = ['+/status', '+/status/module/+', '+/availability', '+/event', '+/reply', '+/health', 'env/+',
+  'burnin/status/steps', 'burnin/status/iv/+'];
 UI_TOPICS.forEach((topic, i) => mqttIn(`ui-in-${i}`, 'tab-ui', topic, 140, 60 + 50 * i, ['ui-collect']));
-add({ id: 'ui-collect', type: 'function', z: 'tab-ui', name: 'collect model', func: ui('collect.js'), outputs: 1,
+// collect.js: output 1 feeds every stand widget, outputs 2-5 one burn-in widget each (the order below)
+const BURNIN_OUTPUTS = ['burnin', 'burnin-events', 'burnin-iv', 'burnin-steps'];
+add({ id: 'ui-collect', type: 'function', z: 'tab-ui', name: 'collect model', func: ui('collect.js'), outputs: 5,
   timeout: 0, noerr: 0, initialize: '', finalize: '', libs: [], x: 380, y: 200,
-  wires: [WIDGETS.map(([key]) => `ui-w-${key}`)] });
+  wires: [WIDGETS.filter((w) => w[4] === 'stand').map(([key]) => `ui-w-${key}`),
+    ...BURNIN_OUTPUTS.map((key) => [`ui-w-${key}`])] });
 WIDGETS.forEach(([key, , , file], i) => add({ id: `ui-w-${key}`, type: 'ui-template', z: 'tab-ui',
   group: `ui-group-${key}`, page: '', ui: '', name: key, order: 1, width: '0', height: '0', head: '',
   format: ui(file), storeOutMessages: true, passthru: false, resendOnRefresh: true, templateScope: 'local',

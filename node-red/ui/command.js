@@ -7,6 +7,7 @@ const ALLOWED = {
     julabo: ['start', 'stop', 'set_setpoint', 'select_setpoint', 'control_sensor', 'pump_stage', 'refresh', 'reconnect'],
     ph2acf: ['start', 'abort', 'status'],
     interlock: ['acknowledge'],
+    burnin: ['pause', 'resume', 'abort', 'skip', 'ack'],
 };
 const model = flow.get('model') || { events: [] };
 function refuse(why) {

@@ -19,6 +19,7 @@ from burnin.settings import parse_settings
 from trackerdcs.client import CommandFailed
 
 from .conftest import RECIPES
+from .journaled import journal_until
 from .stand import Stand, pump
 
 
@@ -121,6 +122,46 @@ def test_after_a_crash_it_comes_back_paused_at_the_interrupted_step_and_commands
         operator.command("burnin", "resume", operator="alice")
     stored = json.loads((settings.archive_dir / "stand-burnin-crashed" / "burnin.json").read_text())
     assert stored["state"] == "PAUSED" and stored["recipe"]["name"] == "sim-short"
+
+
+def test_the_page_gets_every_step_with_its_outcome_and_each_modules_newest_iv_curve(tmp_path, app_factory, monitor):
+    settings = settings_for(tmp_path)
+    stand = Stand()
+    stand.modules["module_1"].breakdown_v = 110.0
+    engine, _ = journal_until(
+        settings,
+        (RECIPES / "sim-short.yml").read_text(),
+        "stand-burnin-iv",
+        lambda e, s: e.status()["step_name"] == "hold warm",
+        stand,
+    )
+    scan = engine.results["iv_scan"][0]["modules"]
+    monitor.subscribe(["burnin/status/#"])
+    app = app_factory(settings)
+    steps = monitor.wait_for("burnin/status/steps", lambda m: m.json().get("uid") == "stand-burnin-iv", timeout=10)
+    listed = steps.json()["steps"]
+    assert len(listed) == 11 and listed[3]["name"] == "IV scan warm"
+    assert [s["outcome"] for s in listed] == ["done"] * 5 + ["paused"] + [None] * 5
+    for module in ("module_0", "module_1"):
+        curve = monitor.wait_for(f"burnin/status/iv/{module}", lambda m: bool(m.json().get("points")), timeout=10)
+        doc = curve.json()
+        assert doc["burnin"] == "stand-burnin-iv" and doc["step"] == 4 and doc["profile"] == "short"
+        assert doc["outcome"] == scan[module]["outcome"]
+        assert [(p["vmon"], p["imon"]) for p in doc["points"]] == [
+            (p["vmon"], p["imon"]) for p in scan[module]["points"]
+        ]
+    stopped = monitor.wait_for("burnin/status/iv/module_1", lambda m: True).json()
+    assert stopped["outcome"] == "compliance" and len(stopped["points"]) < len(scan["module_0"]["points"])
+    # a restarted service with no burn-in in its journal still offers the newest archived curves
+    app.stop()
+    (settings.state_dir / "active.jsonl").unlink()
+    doc = {**engine.results["iv_scan"][0], "ts": time.time()}  # archived as the service archives a scan
+    app.store.save("iv_scans", "stand-burnin-iv/3/1", doc, Path("stand-burnin-iv") / "iv" / "0003-1.json")
+    restarted = time.time()
+    app_factory(settings)
+    again = monitor.wait_for("burnin/status/iv/module_0", lambda m: m.json()["ts"] > restarted, 10).json()
+    assert again["burnin"] == "stand-burnin-iv" and again["step"] == 4
+    assert len(again["points"]) == len(scan["module_0"]["points"])
 
 
 def test_dcs_burnin_plan_prints_the_expanded_steps(tmp_path, app_factory, broker, capsys):

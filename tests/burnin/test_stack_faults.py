@@ -60,6 +60,14 @@ def test_one_module_breaking_down_in_a_parallel_iv_scan_stops_only_that_module(s
     assert len(iv["module_2"]["points"]) < 8
     for module in ("module_0", "module_1"):
         assert iv[module]["outcome"] == "done" and len(iv[module]["points"]) == 8
+    # the burn-in page's curve (retained burnin/status/iv/<module>) holds the archived points
+    curve = stack.dcs.wait_for(
+        "burnin/status/iv/module_2", lambda m: m.json().get("burnin") == started["uid"], timeout=10
+    ).json()
+    assert curve["outcome"] == "breakdown" and curve["step"] == 4
+    assert [(p["vmon"], p["imon"]) for p in curve["points"]] == [
+        (p["vmon"], p["imon"]) for p in iv["module_2"]["points"]
+    ]
     # module_2 was ramped down (V0Set 0) while the others went on to their last point and only then ramped down
     since = started_at(stack, started["uid"])
     ramp_downs = [

@@ -5,6 +5,8 @@ Status ``<root>/status``: the engine's status document (state, uid, recipe, step
 elapsed_s, eta_s, message, hold_auto, abort_reason, modules) plus ``time_scale``. Events on ``<root>/event``:
 ``state_change``, ``step_start``, ``step_end``, ``step_skipped``, ``restored``, ``command_failed``,
 ``dew_guard``, ``iv_scan``, ``burnin_start``/``burnin_end`` (start and end markers for Grafana).
+For the operator UI (retained): ``<root>/status/steps`` (every step with its outcome) and
+``<root>/status/iv/<module>`` (the module's newest IV scan with its points), see :mod:`burnin.overview`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from trackerdcs.service import Service, dumps
 
 from .engine import Engine, Outputs, Refused, State
 from .journal import Journal, replay
+from .overview import newest_curves, step_overview
 from .recipe import RecipeError, load_recipe
 from .settings import BurninSettings
 from .store import BurninStore, mongo_factory
@@ -64,6 +67,8 @@ class BurninApp:
         self._latest: dict[str, tuple[dict[str, Any] | None, float, float]] = {}
         self._online: dict[str, bool] = {}
         self._pending: dict[str, str] = {}  # command id -> service root
+        self._curves: set[str] = set()  # modules whose IV curve this process has published
+        self._curves_lock = threading.Lock()
         self._lock = self.engine.lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,9 +93,13 @@ class BurninApp:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._restore()
+        self._publish_curves(self.engine.results.get("iv_scan") or [])
+        self.publish(steps=True)
         self.svc.start()
         self._thread = threading.Thread(target=self._loop, name="burnin-loop", daemon=True)
         self._thread.start()
+        # the archive may hold years of scans: read it aside, the service is online meanwhile
+        threading.Thread(target=self._publish_archived_curves, name="burnin-iv-archive", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -214,6 +223,7 @@ class BurninApp:
                     doc,
                     Path(self.engine.uid) / "iv" / f"{doc['step']:04d}-{n}.json",
                 )
+                self._publish_curves([doc])
                 outcomes = {m: r["outcome"] for m, r in doc["modules"].items()}
                 self.svc.event(
                     "iv_scan",
@@ -235,7 +245,7 @@ class BurninApp:
             )
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
-        self.publish()
+        self.publish(steps=bool(out.journal))
 
     def _replay_spool(self) -> None:
         """Upload documents that waited for MongoDB (outside the engine lock: it may take a while)."""
@@ -263,8 +273,41 @@ class BurninApp:
     def status(self) -> dict[str, Any]:
         return {**self.engine.status(), "time_scale": self.settings.time_scale, "spooled": self.store.spooled()}
 
-    def publish(self) -> None:
+    def publish(self, steps: bool = False) -> None:
+        """``<root>/status``; with ``steps`` also ``<root>/status/steps`` (after a step started or ended or the
+        state changed: whenever something was journaled). No steps document while no burn-in was loaded, so the
+        retained one of the last burn-in stays."""
         self.svc.publish_status(self.status())
+        e = self.engine
+        if steps and e.recipe is not None:
+            overview = step_overview(e.recipe, e.history, e.index, e.state.value, e.uid)
+            self.svc.publish_status(overview, "steps")
+
+    def _publish_curves(self, scans: list[dict[str, Any]], *, only_new: bool = False) -> None:
+        """``<root>/status/iv/<module>``: the newest curve of each module in ``scans`` (oldest first); with
+        ``only_new`` only for modules without a curve from this process yet (an archived scan never replaces
+        one taken since the start)."""
+        for module, curve in newest_curves(scans, self.engine.uid or None).items():
+            with self._curves_lock:
+                if only_new and module in self._curves:
+                    continue
+                self._curves.add(module)
+                self.svc.publish_status(curve, f"iv/{module}")
+
+    def _publish_archived_curves(self) -> None:
+        """At start: the newest archived IV scan of every configured module that has no curve yet (the broker
+        keeps them retained; this restores them after the broker lost its store)."""
+        try:
+            for module in self.settings.modules:
+                with self._curves_lock:
+                    if module in self._curves:
+                        continue
+                for found in self.store.iv_scans(module, 1):
+                    point_set = {k: v for k, v in found.items() if k not in ("burnin", "step", "ts")}
+                    self._publish_curves([{**found, "modules": {module: point_set}}], only_new=True)
+        except Exception:  # a damaged archive must not take the service down: say so
+            log.exception("reading the newest IV scans from the archive failed")
+            self.svc.health.error("IV curves from the archive failed (see log)")
 
     # ------------------------------------------------------------------ commands
     def _register(self) -> None:

@@ -13,6 +13,9 @@ const path = require('path');
 
 const here = path.resolve(__dirname, '..');
 const ui = (name) => fs.readFileSync(path.join(here, 'ui', name), 'utf8');
+// Who may send which command (also the source of the Mosquitto ACL: trackerdcs/acl.py)
+const ROLES = JSON.parse(fs.readFileSync(path.join(here, '..', 'mosquitto', 'roles.json'), 'utf8')).roles;
+const withRoles = (code) => `const ROLES = ${JSON.stringify(ROLES)};\n${code}`;
 
 const BROKER = 'dcs-broker';
 const nodes = [];
@@ -93,7 +96,7 @@ WIDGETS.forEach(([key, , , file], i) => add({ id: `ui-w-${key}`, type: 'ui-templ
   group: `ui-group-${key}`, page: '', ui: '', name: key, order: 1, width: '0', height: '0', head: '',
   format: ui(file), storeOutMessages: true, passthru: false, resendOnRefresh: true, templateScope: 'local',
   className: '', x: 620, y: 60 + 60 * i, wires: [['ui-guard']] }));
-add({ id: 'ui-guard', type: 'function', z: 'tab-ui', name: 'command guard', func: ui('command.js'), outputs: 2,
+add({ id: 'ui-guard', type: 'function', z: 'tab-ui', name: 'command guard', func: withRoles(ui('command.js')), outputs: 2,
   timeout: 0, noerr: 0, initialize: '', finalize: '', libs: [], x: 860, y: 200, wires: [['ui-cmd-out'], ['ui-refused']] });
 mqttOut('ui-cmd-out', 'tab-ui', 'service commands', 1080, 180);
 add({ id: 'ui-refused', type: 'debug', z: 'tab-ui', name: 'refused UI commands', active: true, tosidebar: true,

@@ -122,6 +122,12 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
             [sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room"],
             env={**broker.env("sensors"), "DCS_MQTT_CLIENT_ID": "envsim"},
         ),
+        ProcessSpec(  # first of the MQTT programs: the audit trail records every command from the start
+            "audit",
+            [exe("dcs-audit"), "--config", str(REPO / "deploy/config/audit.yml")],
+            env={**broker.env("audit"), "AUDIT_DIR": str(var / "audit")},
+            ready=lambda: _online(monitor, "audit"),
+        ),
         ProcessSpec(
             "caen-fsm",
             [exe("caen-fsm"), "--config", caen_cfg],
@@ -266,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     else "  INTERLOCK     none (Node-RED not running): caen-fsm REFUSES lv_on/hv_on,\n"
                     f"                {NO_INTERLOCK_HINT}.\n"
                 )
+                + f"  Audit trail   {var / 'audit'}/audit-<date>.jsonl   (dcs audit --since 1h)\n"
                 + f"  Simulators    ports in {var / 'ports.json'}; warm the chiller (fault injection):\n"
                 f"                echo 'bath 30' > /dev/tcp/127.0.0.1/{ports['julabo_control']}   (bash)\n"
                 f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"

@@ -78,6 +78,7 @@ const WIDGETS = [
   // id, group name, group width, file
   ['services', 'Services', 12, 'services.vue'],
   ['interlock', 'Interlock and alarms', 12, 'interlock.vue'],
+  ['audit', 'Audit trail: who did what', 12, 'audit.vue'],
   ['modules', 'CAEN modules', 7, 'modules.vue'],
   ['chiller', 'Chiller', 5, 'chiller.vue'],
   ['runs', 'Calibration runs', 7, 'runs.vue'],
@@ -87,7 +88,8 @@ WIDGETS.forEach(([key, title, width], i) => add({ id: `ui-group-${key}`, type: '
   width: String(width), height: '1', order: i + 1, showTitle: true, className: '', visible: 'true', disabled: 'false',
   groupType: 'default' }));
 
-const UI_TOPICS = ['+/status', '+/status/module/+', '+/availability', '+/event', '+/reply', '+/health', 'env/+'];
+const UI_TOPICS = ['+/status', '+/status/module/+', '+/availability', '+/event', '+/reply', '+/health', 'env/+',
+  'audit/recent'];
 UI_TOPICS.forEach((topic, i) => mqttIn(`ui-in-${i}`, 'tab-ui', topic, 140, 60 + 50 * i, ['ui-collect']));
 add({ id: 'ui-collect', type: 'function', z: 'tab-ui', name: 'collect model', func: ui('collect.js'), outputs: 1,
   timeout: 0, noerr: 0, initialize: '', finalize: '', libs: [], x: 380, y: 200,

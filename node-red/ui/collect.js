@@ -1,6 +1,7 @@
 // Function node "collect model": folds every MQTT message the operator UI subscribes to into one model
 // (flow context "model") and sends it to the dashboard widgets at most every 200 ms.
-// Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>.
+// Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>,
+// audit/recent (the last records of the audit trail, trackerdcs/audit.py).
 const MAX_EVENTS = 40;
 const MAX_REPLIES = 10;
 const model = flow.get('model') || {
@@ -43,6 +44,8 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
 } else if (parts[1] === 'reply' && parts.length === 2 && typeof p === 'object' && !empty) {
     model.replies.unshift({ service: root, command: p.command, ok: p.ok, error: p.error, id: p.id, ts: p.ts });
     model.replies.length = Math.min(model.replies.length, MAX_REPLIES);
+} else if (topic === 'audit/recent') {
+    model.audit = !empty && typeof p === 'object' && Array.isArray(p.records) ? p.records.slice(0, 20) : [];
 } else if (parts[1] === 'health' && parts.length === 2 && typeof p === 'object' && !empty) {
     service(root).health = {
         version: p.version, host: p.host, uptime_s: p.uptime_s, cpu_percent: p.cpu_percent, rss_mb: p.rss_mb,

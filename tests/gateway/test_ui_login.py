@@ -14,6 +14,7 @@ import pytest
 from gateway_nodered import NodeRed, node_red_ready
 from gateway_socketio import HttpStatus, PollingSocket, http
 
+from trackerdcs.audit import AuditRecorder
 from trackerdcs.client import DcsClient
 
 pytestmark = pytest.mark.skipif(node_red_ready() is not None, reason=str(node_red_ready()))
@@ -146,3 +147,26 @@ def test_a_viewer_sees_but_no_action_of_hers_reaches_a_service(node_red, broker)
         assert tap.wait("caen/cmd/hv_off", timeout=2.0) is None
         assert tap.wait("interlock/cmd/acknowledge", timeout=0.5) is None
     assert "from viewer victor dropped" in node_red.log()
+
+
+def test_an_interlock_acknowledgement_from_the_ui_is_in_the_audit_trail_with_the_person(node_red, broker, tmp_path):
+    recorder = AuditRecorder(broker.settings("audit", client_id="audit-ui-test"), tmp_path / "audit")
+    recorder.start()
+    try:
+        assert recorder.svc.wait_connected(10)
+        time.sleep(0.3)
+        sock = PollingSocket(node_red.url, node_red.basic_auth("alice"))
+        sock.open()
+        sock.connect()
+        sock.emit("widget-send", "ui-w-interlock",
+                  {"topic": "interlock/cmd/acknowledge", "payload": {"operator": "not-alice"}})  # fmt: skip
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not recorder.store.query(0):
+            time.sleep(0.05)
+    finally:
+        recorder.stop()
+    [ack] = recorder.store.query(0)
+    assert (ack["service"], ack["command"], ack["by"], ack["args"]) == ("interlock", "acknowledge", "alice",
+                                                                        {"operator": "alice"})  # fmt: skip
+    assert ack["from"] == "ui 127.0.0.1" or ack["from"].endswith("127.0.0.1")
+    assert ack["reply"] is not None and isinstance(ack["reply"]["ok"], bool)  # the interlock's own answer

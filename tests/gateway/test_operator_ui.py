@@ -145,6 +145,36 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
             ("ph2acf/availability", "online"),
         ],
         "sensors": [("env/coldbox", {"temperature": 21.3, "humidity": 2.1, "ts": now})],
+        "audit": [  # what dcs-audit keeps retained: the last commands, newest first
+            (
+                "audit/recent",
+                {
+                    "records": [
+                        {
+                            "ts": now - 5,
+                            "service": "caen",
+                            "command": "hv_on",
+                            "by": "alice",
+                            "from": "ui 10.1.2.3",
+                            "args": '{"modules":["module_7"]}',
+                            "ok": True,
+                            "error": None,
+                        },
+                        {
+                            "ts": now - 60,
+                            "service": "julabo",
+                            "command": "set_setpoint",
+                            "by": "operator",
+                            "from": "dcs ana@stand-pc",
+                            "args": '{"index":1,"value":99}',
+                            "ok": False,
+                            "error": "setpoint 99 above the limit 40",
+                        },
+                    ],
+                    "ts": now,
+                },
+            )
+        ],
     }
     clients = []
     try:
@@ -182,6 +212,7 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
         assert control in html, f"operator alice is not offered {control}"
         assert control not in viewer.stdout, f"viewer victor is offered {control}"
     for live in ("-19.87", "287.4", "module_7", "4711", "scurve", "coldbox", "HV_ON", "RUNNING", "9.8.7", "104.4",
-                 "CA link to crate lost 42 s"):  # fmt: skip
+                 "CA link to crate lost 42 s", "10.1.2.3", "dcs ana@stand-pc",
+                 "setpoint 99 above the limit 40"):  # fmt: skip
         assert live in html, f"{live} not shown in the operator UI"
     assert shot.exists() and shot.stat().st_size > 20_000

@@ -253,7 +253,8 @@ def audit_line(record: dict[str, Any]) -> str:
         outcome = f"refused: {reply.get('error')}"
     args = json.dumps(record.get("args"), default=str, separators=(",", ":"))
     who = f"{record.get('by') or '?'} ({record.get('from') or '?'})"
-    return f"{when}Z  {record.get('service')}/{record.get('command'):<16} {who:<36} {args:<40} -> {outcome}"
+    command = f"{record.get('service')}/{record.get('command')}"
+    return f"{when}Z  {command:<24} {who:<36} {args:<40} -> {outcome}"
 
 
 def cmd_audit(ns: argparse.Namespace, client: DcsClient) -> int:

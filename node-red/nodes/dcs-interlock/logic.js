@@ -364,7 +364,7 @@ class Interlock {
     // the audit trail (docs/security.md).
     return {
       topic: `${this.cfg.caenRoot}/cmd/${name}`,
-      payload: { id: `interlock-${name}-${Math.round(now * 1000)}`, by: 'interlock' },
+      payload: { id: `interlock-${name}-${Math.round(now * 1000)}`, by: 'interlock', from: 'node-red interlock' },
       qos: 1,
       retain: false,
     };

@@ -200,7 +200,7 @@ class BurninApp:
         for ident, cmd in out.commands:
             root = self._roots[cmd.service]
             self._pending[ident] = root
-            body = {**cmd.args, "id": ident, "deadline": time.time() + 15, "by": "burnin"}  # by: the audit trail
+            body = {**cmd.args, "id": ident, "deadline": time.time() + 15, "by": "burnin", "from": "burnin sequencer"}
             self.svc.publish(f"{root}/cmd/{cmd.name}", dumps(body))
         for ev in out.events:
             data = {k: v for k, v in ev.items() if k not in ("kind", "message", "severity")}

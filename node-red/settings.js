@@ -7,7 +7,9 @@
  *   NODE_RED_CREDENTIAL_SECRET / _FILE   key that encrypts flows_cred.json (required)
  *   NODE_RED_ADMIN_USER                  editor user (default "admin")
  *   NODE_RED_ADMIN_HASH / _FILE          bcrypt hash of the editor password; without it editor + admin API are off
- *   NODE_RED_UI_USER, NODE_RED_UI_HASH / _FILE   optional HTTP basic auth for the dashboard (bcrypt)
+ *   NODE_RED_UI_USERS / _FILE            operator UI logins, one "<name> <role> <scrypt hash>" per line (roles viewer,
+ *                                        operator, expert; written by `dcs-ui-user`, see docs/security.md). Without
+ *                                        any user the UI answers 401 to everyone: there is no anonymous UI.
  *   MQTT_HOST, MQTT_PORT, MQTT_USER, MQTT_PASSWORD / MQTT_PASSWORD_FILE, MQTT_CLIENT_ID
  *       (fall back to the DCS_MQTT_* variables every trackerdcs process understands)
  *   NODE_RED_USER_DIR (default ./var), NODE_RED_FLOW_FILE (default ./flows.json), NODE_RED_HOST, NODE_RED_PORT
@@ -108,8 +110,16 @@ ensureCredentials();
 
 // ------------------------------------------------------------------ authentication
 const adminHash = secret('NODE_RED_ADMIN_HASH');
-const uiHash = secret('NODE_RED_UI_HASH');
 if (!adminHash) console.warn('[trackerdcs] NODE_RED_ADMIN_HASH not set: the flow editor and admin API are disabled');
+
+// Operator UI login (node-red/auth/uiauth.js): checked below Express, on the HTTP server itself, so that the
+// dashboard's socket.io channel (which answers before Express) is covered too; roles are enforced per socket.
+const uiauth = require('./auth/uiauth');
+const uiUsers = uiauth.parseUsers(secret('NODE_RED_UI_USERS') || '');
+uiUsers.errors.forEach((e) => console.warn(`[trackerdcs] NODE_RED_UI_USERS ${e}`));
+if (uiUsers.users.size === 0) console.warn('[trackerdcs] no operator UI users (NODE_RED_UI_USERS): the UI refuses everyone');
+const uiLog = (text) => console.warn(`[trackerdcs] ${text}`);
+uiauth.protectHttpServers(require('http'), new uiauth.UiAuth(uiUsers.users, { log: uiLog }));
 
 module.exports = {
   userDir,
@@ -126,7 +136,6 @@ module.exports = {
   adminAuth: adminHash
     ? { type: 'credentials', users: [{ username: env.NODE_RED_ADMIN_USER || 'admin', password: adminHash, permissions: '*' }] }
     : undefined,
-  httpNodeAuth: uiHash ? { user: env.NODE_RED_UI_USER || 'operator', pass: uiHash } : undefined,
   functionExternalModules: false,
   functionTimeout: 5,
   exportGlobalContextKeys: false,
@@ -141,6 +150,6 @@ module.exports = {
     tours: false,
     header: { title: 'trackerdcs gateway' },
   },
-  dashboard: {},
+  dashboard: { ioMiddleware: uiauth.ioMiddleware(uiLog) },
   mqttReconnectTime: 1000,
 };

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-COMPONENTS = ("mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf", "burnin")
+COMPONENTS = ("mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf", "burnin", "audit")
 BACKUP_PREFIX = "trackerdcs-"
 PARTIAL = ".partial"
 DEFAULT_POD = "trackerdcs"

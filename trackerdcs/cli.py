@@ -5,6 +5,7 @@
     dcs ph2acf runs [limit=N] | dcs ph2acf show RUN    stored calibration runs
     dcs burnin start RECIPE operator=NAME --follow     start a burn-in and follow it to its end
     dcs burnin status --follow                         follow the burn-in in progress (Ctrl-C leaves it running)
+    dcs audit [--since 1h] [--user U] [--service S]    who sent which command, and the reply (docs/security.md)
     dcs backup ... | dcs restore ...                   see docs/operations.md
 
 Connection settings come from ``--config FILE`` (a YAML file with an ``mqtt:`` section), else ``$DCS_CONFIG``,
@@ -240,6 +241,44 @@ def cmd_command(ns: argparse.Namespace, client: DcsClient) -> int:
     return EXIT_OK
 
 
+def audit_line(record: dict[str, Any]) -> str:
+    """One audit record as a line: time (UTC), command, who, from where, arguments, outcome."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.get("ts", 0)))
+    reply = record.get("reply")
+    if reply is None:
+        outcome = "NO REPLY"
+    elif reply.get("ok"):
+        outcome = "ok"
+    else:
+        outcome = f"refused: {reply.get('error')}"
+    args = json.dumps(record.get("args"), default=str, separators=(",", ":"))
+    who = f"{record.get('by') or '?'} ({record.get('from') or '?'})"
+    command = f"{record.get('service')}/{record.get('command')}"
+    return f"{when}Z  {command:<24} {who:<36} {args:<40} -> {outcome}"
+
+
+def cmd_audit(ns: argparse.Namespace, client: DcsClient) -> int:
+    """``dcs audit``: ask the audit recorder for its records and print them, oldest first."""
+    args: dict[str, Any] = {"since": ns.since, "limit": ns.limit}
+    for key in ("until", "user", "service"):
+        if getattr(ns, key) is not None:
+            args[key] = getattr(ns, key)
+    try:
+        reply = client.command("audit", "query", args, timeout=ns.timeout)
+    except CommandFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except NoReply as exc:
+        print(f"dcs: {exc} (is dcs-audit running?)", file=sys.stderr)
+        return EXIT_NO_REPLY
+    records = (reply.get("result") or {}).get("records", [])
+    if ns.json:
+        print(json.dumps(records))
+    else:
+        print("\n".join(audit_line(r) for r in records) if records else "no commands recorded in that time")
+    return EXIT_OK
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -333,7 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     if not rest:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if rest[0] == "status":
+    if rest[0] == "audit":
+        sub = argparse.ArgumentParser(prog="dcs audit", description="the audit trail: who sent which command")
+        sub.add_argument("--since", default="1h", help="30m, 2h, 7d or an ISO time, UTC (default 1h)")
+        sub.add_argument("--until", help="same forms as --since")
+        sub.add_argument("--user", help="only commands sent by this user (the 'by' of the record)")
+        sub.add_argument("--service", help="only commands to this service")
+        sub.add_argument("--limit", type=int, default=200, help="at most this many, the latest (default 200)")
+        sub.add_argument("--json", action="store_true")
+        sns = sub.parse_args(rest[1:])
+        for key in ("since", "until", "user", "service", "limit"):
+            setattr(ns, key, getattr(sns, key))
+        ns.json = ns.json or sns.json
+        handler = cmd_audit
+    elif rest[0] == "status":
         sub = argparse.ArgumentParser(prog="dcs status")
         sub.add_argument("services", nargs="*")
         sub.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")

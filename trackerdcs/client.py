@@ -12,12 +12,16 @@ Example::
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -80,6 +84,8 @@ class DcsClient:
         self._retained: dict[str, Message] = {}
         self._watchers: list[tuple[str, Callable[[Message], None]]] = []
         self._subscriptions: set[str] = set()
+        #: ``from`` of the commands this client sends (audit trail): program, login and host
+        self.origin = f"{Path(sys.argv[0]).name or 'python'} {_login()}@{socket.gethostname()}"[:200]
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> DcsClient:
@@ -164,6 +170,9 @@ class DcsClient:
         # service refuses it once this deadline has passed (the broker's message expiry does not cover messages
         # still queued in this client).
         payload.setdefault("deadline", round(time.time() + timeout, 3))
+        # who and from where, for the audit trail (docs/security.md): the MQTT account and this login/host
+        payload.setdefault("by", self.settings.username or "anonymous")
+        payload.setdefault("from", self.origin)
         corr = uuid.uuid4().bytes
         pending = _Pending()
         with self._lock:
@@ -246,3 +255,11 @@ class DcsClient:
         finally:
             with self._lock:
                 self._watchers = [(p, cb) for p, cb in self._watchers if cb is not check]
+
+
+def _login() -> str:
+    """The login name of this process (``?`` when there is none, e.g. in a container without a passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "?"

@@ -146,6 +146,10 @@ class CommandRequest:
     id: Any = None
     args: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None
+    #: who sent it, as the sender declares it (the ``dcs`` client: its MQTT user; the operator UI: the login)
+    by: str | None = None
+    #: where it came from, as declared (e.g. ``dcs alice@host``, ``ui 10.0.0.5``)
+    origin: str | None = None
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -185,7 +189,8 @@ def parse_payload(command: str, payload: bytes) -> CommandRequest:
     """Decode a command payload into a :class:`CommandRequest`; raise :class:`CommandError` if malformed.
 
     An empty payload means "no arguments". Besides ``id``, the optional ``deadline`` (seconds since the epoch)
-    is taken out of the arguments: a service refuses a command that reaches it after its deadline.
+    is taken out of the arguments: a service refuses a command that reaches it after its deadline; so are ``by``
+    and ``from`` (who sent it and from where, for the audit trail, docs/security.md).
     ``NaN``/``Infinity`` literals, non-objects, payloads larger
     than :data:`MAX_PAYLOAD_BYTES` and JSON nested deeper than :data:`MAX_JSON_DEPTH` are refused.
     """
@@ -217,7 +222,18 @@ def parse_payload(command: str, payload: bytes) -> CommandRequest:
         isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline)
     ):
         raise CommandError(f"'deadline' must be a time in seconds since the epoch, got {_type_name(deadline)}")
-    return CommandRequest(command=command, id=ident, args=obj, deadline=deadline)
+    by, origin = _envelope_text(obj, "by"), _envelope_text(obj, "from")
+    return CommandRequest(command=command, id=ident, args=obj, deadline=deadline, by=by, origin=origin)
+
+
+def _envelope_text(obj: dict[str, Any], key: str) -> str | None:
+    """Take the optional envelope field ``key`` (a short string saying who/where) out of the arguments."""
+    value = obj.pop(key, None)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 200:
+        raise CommandError(f"'{key}' must be a string of at most 200 characters, got {_type_name(value)}")
+    return value
 
 
 def command_table(specs: Iterable[CommandSpec]) -> dict[str, CommandSpec]:

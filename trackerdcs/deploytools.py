@@ -311,7 +311,7 @@ def check_pod(docs: list[Doc]) -> list[str]:
     if spec.get("restartPolicy") != "Always":
         problems.append("restartPolicy must be Always (recover after crashes and power cuts)")
     claims = {d["metadata"]["name"] for d in docs if d.get("kind") == "PersistentVolumeClaim"}
-    stateful = {"mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf-bridge", "burnin"}
+    stateful = {"mosquitto", "influxdb", "grafana", "node-red", "mongodb", "ph2acf-bridge", "burnin", "audit"}
     maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for v in volumes.values():

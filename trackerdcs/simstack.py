@@ -25,6 +25,7 @@ from .client import DcsClient
 from .localbroker import REPO, LocalBroker, free_port, wait_port
 from .logsetup import setup_logging
 from .supervisor import ProcessSpec, Supervisor
+from .uiusers import SIM_USERS, ensure_sim_users
 
 log = logging.getLogger("dcs-sim")
 
@@ -121,6 +122,12 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
             [sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room"],
             env={**broker.env("sensors"), "DCS_MQTT_CLIENT_ID": "envsim"},
         ),
+        ProcessSpec(  # first of the MQTT programs: the audit trail records every command from the start
+            "audit",
+            [exe("dcs-audit"), "--config", str(REPO / "deploy/config/audit.yml")],
+            env={**broker.env("audit"), "AUDIT_DIR": str(var / "audit")},
+            ready=lambda: _online(monitor, "audit"),
+        ),
         ProcessSpec(
             "caen-fsm",
             [exe("caen-fsm"), "--config", caen_cfg],
@@ -181,6 +188,7 @@ def node_red_spec(var: Path, broker: LocalBroker, port: int) -> ProcessSpec:
             text=True, check=True,
         ).stdout.strip()  # fmt: skip
         admin_hash.write_text(digest + "\n")
+    ui_users = ensure_sim_users(var / "secrets")
     env = {
         "NODE_RED_USER_DIR": str(user_dir),
         "NODE_RED_PORT": str(port),
@@ -188,6 +196,7 @@ def node_red_spec(var: Path, broker: LocalBroker, port: int) -> ProcessSpec:
         "NODE_RED_CREDENTIAL_SECRET": secret.read_text().strip(),
         "NODE_RED_ADMIN_USER": "admin",
         "NODE_RED_ADMIN_HASH_FILE": str(admin_hash),
+        "NODE_RED_UI_USERS_FILE": str(ui_users),
         "MQTT_HOST": broker.host,
         "MQTT_PORT": str(broker.port),
         "MQTT_USER": "nodered",
@@ -254,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"\ntrackerdcs simulation stack is up (logs in {var / 'logs'}).\n"
                 f"  MQTT broker   127.0.0.1:{broker.port}   users/passwords in {broker.secrets_dir}\n"
                 + (
-                    f"  Operator UI   http://127.0.0.1:{args.node_red_port}/dashboard/stand\n"
+                    f"  Operator UI   http://127.0.0.1:{args.node_red_port}/dashboard/stand   (logins "
+                    + ", ".join(f"{name} ({role})" for name, role in SIM_USERS.items())
+                    + f";\n                passwords in {var / 'secrets'}/ui-<name>)\n"
                     f"  Burn-in page  http://127.0.0.1:{args.node_red_port}/dashboard/burnin\n"
                     f"  Node-RED      http://127.0.0.1:{args.node_red_port}/  (user admin, password in "
                     f"{var / 'secrets' / 'node-red-admin'})\n"
@@ -262,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     else "  INTERLOCK     none (Node-RED not running): caen-fsm REFUSES lv_on/hv_on,\n"
                     f"                {NO_INTERLOCK_HINT}.\n"
                 )
+                + f"  Audit trail   {var / 'audit'}/audit-<date>.jsonl   (dcs audit --since 1h)\n"
                 + f"  Simulators    ports in {var / 'ports.json'}; warm the chiller (fault injection):\n"
                 f"                echo 'bath 30' > /dev/tcp/127.0.0.1/{ports['julabo_control']}   (bash)\n"
                 f"  Try:          export DCS_CONFIG={config} PATH={Path(sys.executable).parent}:$PATH\n"

@@ -114,14 +114,50 @@ describe('flows.json', function () {
       return { g: helper.getNode('ui-guard'), mqtt: helper.getNode('mqtt'), refused: helper.getNode('refused') };
     }
 
-    it('forwards a module HV-off with an id at QoS 1', async () => {
+    // what node-red/auth/uiauth.js puts on every widget message of a logged-in person (plus Dashboard's socketIp)
+    const as = (name, role) => ({ user: { name, role }, socketId: 's1', socketIp: '127.0.0.1' });
+
+    it('forwards a module HV-off with an id, the login and the browser address, at QoS 1', async () => {
       const { g, mqtt } = await guard();
       const got = collect(mqtt, 1);
-      g.receive({ topic: 'caen/cmd/hv_off', payload: { modules: ['M1'] } });
+      g.receive({ topic: 'caen/cmd/hv_off', payload: { modules: ['M1'], by: 'mallory' }, _client: as('alice', 'operator') });
       const [msg] = await got;
       assert.deepStrictEqual(msg.payload.modules, ['M1']);
       assert.match(msg.payload.id, /^ui-/);
+      assert.strictEqual(msg.payload.by, 'alice');
+      assert.strictEqual(msg.payload.from, 'ui 127.0.0.1');
       assert.strictEqual(msg.qos, 1);
+    });
+
+    it('acknowledges the interlock in the name of the login, not of a typed name', async () => {
+      const { g, mqtt } = await guard();
+      const got = collect(mqtt, 1);
+      g.receive({ topic: 'interlock/cmd/acknowledge', payload: { operator: 'somebody' }, _client: as('alice', 'operator') });
+      const [msg] = await got;
+      assert.strictEqual(msg.payload.operator, 'alice');
+    });
+
+    it('refuses a message without a logged-in user, and what the role may not send', async () => {
+      const { g, mqtt, refused } = await guard();
+      let forwarded = false;
+      mqtt.on('input', () => { forwarded = true; });
+      const got = collect(refused, 3);
+      g.receive({ topic: 'caen/cmd/hv_off', payload: {} });
+      g.receive({ topic: 'caen/cmd/hv_off', payload: {}, _client: as('victor', 'viewer') });
+      g.receive({ topic: 'caen/cmd/set', payload: {}, _client: as('alice', 'operator') });
+      const msgs = await got;
+      assert.match(msgs[0].payload, /no logged-in user/);
+      assert.match(msgs[1].payload, /victor \(viewer\) may not send caen\/cmd\/hv_off/);
+      assert.match(msgs[2].payload, /alice \(operator\) may not send caen\/cmd\/set/);
+      assert.strictEqual(forwarded, false);
+    });
+
+    it('lets an expert send what the UI offers beyond the operator role', async () => {
+      const { g, mqtt } = await guard();
+      const got = collect(mqtt, 1);
+      g.receive({ topic: 'caen/cmd/set', payload: { channel: 'M1_hv', param: 'V0Set', value: 5 }, _client: as('erin', 'expert') });
+      const [msg] = await got;
+      assert.strictEqual(msg.payload.by, 'erin');
     });
 
     it('refuses HV on while the interlock is not OK', async () => {
@@ -130,7 +166,7 @@ describe('flows.json', function () {
       let forwarded = false;
       mqtt.on('input', () => { forwarded = true; });
       const got = collect(refused, 1);
-      g.receive({ topic: 'caen/cmd/hv_on', payload: {} });
+      g.receive({ topic: 'caen/cmd/hv_on', payload: {}, _client: as('alice', 'operator') });
       const [msg] = await got;
       assert.match(msg.payload, /interlock is ACK_PENDING/);
       assert.strictEqual(forwarded, false);

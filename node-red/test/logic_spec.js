@@ -55,7 +55,8 @@ describe('chiller interlock', () => {
     const outs = il.onMessage('julabo/status', running({ state: 'STOPPED', ts: T0 + 1 }), T0 + 1);
     assert.deepStrictEqual(commands(outs), ['caen/cmd/hv_off']);
     assert.strictEqual(outs[0].topic, 'caen/cmd/hv_off', 'the command is the first thing sent');
-    assert.deepStrictEqual(Object.keys(outs[0].payload), ['id'], 'no extra arguments: all modules');
+    assert.deepStrictEqual(Object.keys(outs[0].payload), ['id', 'by', 'from'], 'no extra arguments: all modules');
+    assert.strictEqual(outs[0].payload.by, 'interlock'); // named in the audit trail
     const trip = events(outs).find((e) => e.kind === 'trip');
     assert.strictEqual(trip.reason, 'chiller_not_running');
     assert.strictEqual(trip.severity, 'alarm');

@@ -13,6 +13,9 @@ const path = require('path');
 
 const here = path.resolve(__dirname, '..');
 const ui = (name) => fs.readFileSync(path.join(here, 'ui', name), 'utf8');
+// Who may send which command (also the source of the Mosquitto ACL: trackerdcs/acl.py)
+const ROLES = JSON.parse(fs.readFileSync(path.join(here, '..', 'mosquitto', 'roles.json'), 'utf8')).roles;
+const withRoles = (code) => `const ROLES = ${JSON.stringify(ROLES)};\n${code}`;
 
 const BROKER = 'dcs-broker';
 const nodes = [];
@@ -82,6 +85,7 @@ const WIDGETS = [
   // id, group name, group width, file, page
   ['services', 'Services', 12, 'services.vue', 'stand'],
   ['interlock', 'Interlock and alarms', 12, 'interlock.vue', 'stand'],
+  ['audit', 'Audit trail: who did what', 12, 'audit.vue', 'stand'],
   ['modules', 'CAEN modules', 7, 'modules.vue', 'stand'],
   ['chiller', 'Chiller', 5, 'chiller.vue', 'stand'],
   ['runs', 'Calibration runs', 7, 'runs.vue', 'stand'],
@@ -97,7 +101,7 @@ WIDGETS.forEach(([key, title, width, , page]) => add({ id: `ui-group-${key}`, ty
   visible: 'true', disabled: 'false', groupType: 'default' }));
 
 const UI_TOPICS = ['+/status', '+/status/module/+', '+/availability', '+/event', '+/reply', '+/health', 'env/+',
-  'burnin/status/steps', 'burnin/status/iv/+'];
+  'burnin/status/steps', 'burnin/status/iv/+', 'audit/recent'];
 UI_TOPICS.forEach((topic, i) => mqttIn(`ui-in-${i}`, 'tab-ui', topic, 140, 60 + 50 * i, ['ui-collect']));
 // collect.js: output 1 feeds every stand widget, outputs 2-5 one burn-in widget each (the order below)
 const BURNIN_OUTPUTS = ['burnin', 'burnin-events', 'burnin-iv', 'burnin-steps'];
@@ -109,7 +113,7 @@ WIDGETS.forEach(([key, , , file], i) => add({ id: `ui-w-${key}`, type: 'ui-templ
   group: `ui-group-${key}`, page: '', ui: '', name: key, order: 1, width: '0', height: '0', head: '',
   format: ui(file), storeOutMessages: true, passthru: false, resendOnRefresh: true, templateScope: 'local',
   className: '', x: 620, y: 60 + 60 * i, wires: [['ui-guard']] }));
-add({ id: 'ui-guard', type: 'function', z: 'tab-ui', name: 'command guard', func: ui('command.js'), outputs: 2,
+add({ id: 'ui-guard', type: 'function', z: 'tab-ui', name: 'command guard', func: withRoles(ui('command.js')), outputs: 2,
   timeout: 0, noerr: 0, initialize: '', finalize: '', libs: [], x: 860, y: 200, wires: [['ui-cmd-out'], ['ui-refused']] });
 mqttOut('ui-cmd-out', 'tab-ui', 'service commands', 1080, 180);
 add({ id: 'ui-refused', type: 'debug', z: 'tab-ui', name: 'refused UI commands', active: true, tosidebar: true,

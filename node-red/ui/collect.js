@@ -5,7 +5,8 @@
 //   2 status widget {status: {burnin}}, 3 events widget {burnin: {events}}, 4 IV widget {burnin: {iv}},
 //   5 steps widget {status: {burnin}, burnin: {steps}} (again when the current step changes).
 // Topics: <svc>/availability, <svc>/status, caen/status/module/<m>, <svc>/event, <svc>/reply, <svc>/health, env/<sensor>,
-// burnin/status/steps and burnin/status/iv/<module> (the burn-in page; burn-in events are also kept apart).
+// burnin/status/steps and burnin/status/iv/<module> (the burn-in page; burn-in events are also kept apart),
+// audit/recent (the last records of the audit trail, trackerdcs/audit.py).
 const MAX_EVENTS = 40;
 const MAX_BURNIN_EVENTS = 30;
 const MAX_REPLIES = 10;
@@ -70,6 +71,8 @@ if (root === 'env' && parts.length === 2 && parts[1]) {
 } else if (parts[1] === 'reply' && parts.length === 2 && typeof p === 'object' && !empty) {
     model.replies.unshift({ service: root, command: p.command, ok: p.ok, error: p.error, id: p.id, ts: p.ts });
     model.replies.length = Math.min(model.replies.length, MAX_REPLIES);
+} else if (topic === 'audit/recent') {
+    model.audit = !empty && typeof p === 'object' && Array.isArray(p.records) ? p.records.slice(0, 20) : [];
 } else if (parts[1] === 'health' && parts.length === 2 && typeof p === 'object' && !empty) {
     service(root).health = {
         version: p.version, host: p.host, uptime_s: p.uptime_s, cpu_percent: p.cpu_percent, rss_mb: p.rss_mb,

@@ -182,7 +182,8 @@ def test_localizing_replaces_or_leaves_out_missing_images_and_isolates_names() -
     pod = deploytools.pod_of(result.docs)
     names = [c["name"] for c in pod["spec"]["containers"]]
     assert names == [
-        "mosquitto", "caen-fsm", "julabo-fsm", "ph2acf-bridge", "burnin", "caen-sim", "julabo-sim", "ph2acf-sim"
+        "mosquitto", "caen-fsm", "julabo-fsm", "ph2acf-bridge", "burnin", "audit", "caen-sim", "julabo-sim",
+        "ph2acf-sim",
     ]  # fmt: skip
     assert result.replaced["julabo-fsm"] == "localhost/trackerdcs-base:latest"
     assert "caen-fsm" not in result.replaced
@@ -192,7 +193,9 @@ def test_localizing_replaces_or_leaves_out_missing_images_and_isolates_names() -
     assert all(ref["name"].startswith("t-trackerdcs-") for ref in deploytools._secret_refs(pod))
     assert all(d["metadata"]["name"].startswith("t-") for d in result.docs if d["kind"] == "ConfigMap")
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
-    assert claims == ["t-trackerdcs-mosquitto-data", "t-trackerdcs-ph2acf-data", "t-trackerdcs-burnin-data"]
+    assert claims == [
+        "t-trackerdcs-mosquitto-data", "t-trackerdcs-ph2acf-data", "t-trackerdcs-burnin-data", "t-trackerdcs-audit-data"
+    ]  # fmt: skip
     assert pod["spec"]["containers"][0]["ports"][0] == {
         "name": "mqtt",
         "containerPort": 1883,
@@ -206,7 +209,7 @@ def test_kubernetes_form_is_one_recreated_replica_with_services_and_registry_ima
     docs = deploytools.to_kubernetes(rendered("production"))
     kinds = [d["kind"] for d in docs]
     assert kinds.count("Deployment") == 1 and "Pod" not in kinds
-    assert kinds.count("PersistentVolumeClaim") == 7
+    assert kinds.count("PersistentVolumeClaim") == 8
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}

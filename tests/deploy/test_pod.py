@@ -6,11 +6,13 @@ production pod is touched. Cold (no images, all built in the run): about 3.5 min
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -176,6 +178,7 @@ def test_every_container_that_can_run_here_is_up_and_the_others_are_named(pod: P
         "julabo-fsm",
         "ph2acf-bridge",
         "burnin",
+        "audit",
         "caen-sim",
         "julabo-sim",
         "ph2acf-sim",
@@ -195,7 +198,7 @@ def test_every_container_that_can_run_here_is_up_and_the_others_are_named(pod: P
 def test_services_find_the_broker_and_their_simulated_devices(pod: Pod) -> None:
     with DcsClient(pod.settings("operator")) as client:
         client.subscribe(["+/availability", "caen/status", "julabo/status", "ph2acf/status"])
-        for svc in ("caen", "julabo", "ph2acf"):
+        for svc in ("caen", "julabo", "ph2acf", "audit"):
             client.wait_for(f"{svc}/availability", lambda m: m.payload == b"online", timeout=60)
         caen = wait_status(client, "caen/status", lambda s: s["connected"] and s["state"] == "OFF", 60)
         julabo = wait_status(client, "julabo/status", lambda s: s["connected"], 60)
@@ -229,8 +232,15 @@ def test_every_containers_liveness_probe_passes_inside_the_pod(pod: Pod) -> None
 def test_node_red_interlock_trips_on_the_stopped_chiller_and_rearms_after_start_and_acknowledge(pod: Pod) -> None:
     if "node-red" not in pod.containers:  # a failure on CI (trackerdcs.cipolicy)
         pytest.skip(f"Node-RED left out: {pod.left_out.get('node-red')}")
-    with urllib.request.urlopen(f"http://127.0.0.1:{pod.ui_port}/dashboard/", timeout=10) as page:
-        assert page.status == 200  # the operator UI, through the pod's loopback-only host port
+    ui = f"http://127.0.0.1:{pod.ui_port}"
+    for path in ("/dashboard/", "/dashboard/socket.io/?EIO=4&transport=polling"):  # no login, no UI and no channel
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(ui + path, timeout=10)
+        assert refused.value.code == 401 and "sid" not in refused.value.read().decode(errors="replace")
+    login = base64.b64encode(f"operator:{(pod.secrets / 'ui-operator').read_text().strip()}".encode()).decode()
+    page_request = urllib.request.Request(f"{ui}/dashboard/", headers={"Authorization": f"Basic {login}"})
+    with urllib.request.urlopen(page_request, timeout=10) as page:
+        assert page.status == 200  # the operator UI, with the login setup-secrets made, through the loopback port
     with DcsClient(pod.settings("operator")) as client:
         client.subscribe(["interlock/status", "interlock/reply", "julabo/status"])
         tripped = wait_status(client, "interlock/status", lambda s: s["state"] == "TRIPPED", 60)
@@ -244,6 +254,10 @@ def test_node_red_interlock_trips_on_the_stopped_chiller_and_rearms_after_start_
         reply = client.wait_for("interlock/reply", lambda m: m.json().get("command") == "acknowledge", 20).json()
         assert reply["ok"], reply
         wait_status(client, "interlock/status", lambda s: s["state"] == "OK", 20)
+        # the pod's audit container kept the acknowledgement with its reply
+        trail = client.command("audit", "query", {"since": "10m", "service": "interlock"}, timeout=20)["result"]
+        acks = [r for r in trail["records"] if r["command"] == "acknowledge" and r["args"] == {"operator": "pod-test"}]
+        assert acks and acks[-1]["reply"]["ok"] is True, trail
 
 
 @pytest.mark.timeout(120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -9,8 +10,11 @@ from pathlib import Path
 
 from trackerdcs.localbroker import REPO, LocalBroker, free_port, wait_port
 from trackerdcs.supervisor import stop_process
+from trackerdcs.uiusers import hash_password
 
 NODE_RED = REPO / "node-red"
+#: UI logins every test Node-RED gets: name -> role
+UI_ROLES = {"alice": "operator", "victor": "viewer", "erin": "expert"}
 
 
 def node_red_ready() -> str | None:
@@ -32,6 +36,12 @@ class NodeRed:
         user_dir = workdir / "userdir"
         user_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(NODE_RED / "flows.json", user_dir / "flows.json")
+        # operator UI logins (name -> password), one per role, as the simulation stack makes them
+        self.ui_passwords = {name: f"{name}-pw-{os.urandom(6).hex()}" for name in UI_ROLES}
+        users = workdir / "ui-users"
+        users.write_text(
+            "".join(f"{name} {UI_ROLES[name]} {hash_password(pw)}\n" for name, pw in self.ui_passwords.items())
+        )
         self.env = {
             **os.environ,
             **broker.env("nodered"),
@@ -41,6 +51,7 @@ class NodeRed:
             "NODE_RED_HOST": "127.0.0.1",
             "NODE_RED_PORT": str(self.port),
             "MQTT_CLIENT_ID": client_id,
+            "NODE_RED_UI_USERS_FILE": str(users),
             **env,
         }
         self.log_path = workdir / "node-red.log"
@@ -56,6 +67,11 @@ class NodeRed:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"Node-RED did not start:\n{self.log()}") from None
+
+    def basic_auth(self, name: str) -> str:
+        """The ``Authorization`` header value of UI user ``name``."""
+        token = base64.b64encode(f"{name}:{self.ui_passwords[name]}".encode()).decode()
+        return f"Basic {token}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

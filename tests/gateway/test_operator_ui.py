@@ -145,6 +145,36 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
             ("ph2acf/availability", "online"),
         ],
         "sensors": [("env/coldbox", {"temperature": 21.3, "humidity": 2.1, "ts": now})],
+        "audit": [  # what dcs-audit keeps retained: the last commands, newest first
+            (
+                "audit/recent",
+                {
+                    "records": [
+                        {
+                            "ts": now - 5,
+                            "service": "caen",
+                            "command": "hv_on",
+                            "by": "alice",
+                            "from": "ui 10.1.2.3",
+                            "args": '{"modules":["module_7"]}',
+                            "ok": True,
+                            "error": None,
+                        },
+                        {
+                            "ts": now - 60,
+                            "service": "julabo",
+                            "command": "set_setpoint",
+                            "by": "operator",
+                            "from": "dcs ana@stand-pc",
+                            "args": '{"index":1,"value":99}',
+                            "ok": False,
+                            "error": "setpoint 99 above the limit 40",
+                        },
+                    ],
+                    "ts": now,
+                },
+            )
+        ],
     }
     clients = []
     try:
@@ -157,10 +187,15 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
                     topic, payload if isinstance(payload, str) else json.dumps(payload), qos=1, retain=True
                 )
         time.sleep(1.5)  # retained messages reach Node-RED, the model is sent to the widgets
-        url = f"{nr.url}/dashboard/stand"
+        # the login travels in the URL: Chromium answers the page's 401 challenge with it and reuses it for the
+        # page's socket.io requests (same origin, same realm)
+        url = f"http://alice:{nr.ui_passwords['alice']}@127.0.0.1:{nr.port}/dashboard/stand"
         shot = artifacts / "operator-ui.png"
         chromium([f"--screenshot={shot}", "--window-size=1400,1000"], tmp_path / "chromium-shot", url)
         dom = chromium(["--dump-dom"], tmp_path / "chromium-dom", url)
+        anonymous = chromium(["--dump-dom"], tmp_path / "chromium-anon", f"{nr.url}/dashboard/stand")
+        viewer_url = f"http://victor:{nr.ui_passwords['victor']}@127.0.0.1:{nr.port}/dashboard/stand"
+        viewer = chromium(["--dump-dom"], tmp_path / "chromium-viewer", viewer_url)
     finally:
         for c, messages in zip(clients, published.values(), strict=False):
             for topic, _ in messages:  # leave no retained state behind in the shared session broker
@@ -168,7 +203,16 @@ def test_operator_ui_shows_live_values_of_every_service(broker, tmp_path, artifa
             c.close()
         nr.stop()
     html = dom.stdout
+    # no login, no page: nothing of the UI and none of its values reach a browser without credentials
+    assert "-19.87" not in anonymous.stdout and "dcs-table" not in anonymous.stdout and "<v-btn" not in anonymous.stdout
+    assert "FlowFuse Dashboard" not in anonymous.stdout
+    # a viewer sees the same values but is offered no action (the server would refuse it anyway)
+    assert "-19.87" in viewer.stdout and "module_7" in viewer.stdout
+    for control in ("All HV on", "All LV off", "Acknowledge", "Start run", "Clear alarms"):
+        assert control in html, f"operator alice is not offered {control}"
+        assert control not in viewer.stdout, f"viewer victor is offered {control}"
     for live in ("-19.87", "287.4", "module_7", "4711", "scurve", "coldbox", "HV_ON", "RUNNING", "9.8.7", "104.4",
-                 "CA link to crate lost 42 s"):  # fmt: skip
+                 "CA link to crate lost 42 s", "10.1.2.3", "dcs ana@stand-pc",
+                 "setpoint 99 above the limit 40"):  # fmt: skip
         assert live in html, f"{live} not shown in the operator UI"
     assert shot.exists() and shot.stat().st_size > 20_000

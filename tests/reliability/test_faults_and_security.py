@@ -42,7 +42,7 @@ def test_anonymous_and_wrong_password_clients_cannot_even_connect(broker, stand)
         DcsClient(broker.settings("operator", password_file=None, password="wrong"), connect_timeout=5).connect()
 
 
-@pytest.mark.parametrize("user", ["monitor", "telegraf", "caen", "julabo", "ph2acf", "sensors"])
+@pytest.mark.parametrize("user", ["monitor", "telegraf", "caen", "julabo", "ph2acf", "sensors", "viewer", "audit"])
 def test_clients_without_command_rights_move_nothing(broker, stand, user):
     before = device_truth(stand)
     with DcsClient(broker.settings(user)) as client:

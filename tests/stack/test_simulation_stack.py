@@ -31,7 +31,7 @@ def test_every_service_is_online_with_its_simulated_device_connected(stack):
     _, var, banner = stack
     assert "export DCS_CONFIG=" in banner
     with operator(var) as dcs:
-        for svc in ("caen", "julabo", "ph2acf", "burnin"):
+        for svc in ("caen", "julabo", "ph2acf", "burnin", "audit"):
             dcs.wait_for(f"{svc}/availability", lambda m: m.payload == b"online", timeout=10)
         assert dcs.status("caen")["connected"] is True
         dcs.wait_for("julabo/status", lambda m: m.json()["connected"] is True, timeout=15)
@@ -63,6 +63,23 @@ def test_a_calibration_run_is_kept_on_disk_without_mongodb(stack):
         dcs.wait_for("ph2acf/status", lambda m: m.json()["state"] == "IDLE", timeout=30)
         runs = dcs.command("ph2acf", "runs")["result"]["runs"]
         assert runs and runs[0]["outcome"] == "done" and runs[0]["stored"] == "archive"
+
+
+def test_the_commands_of_this_stack_are_in_its_audit_trail(stack):
+    _, var, banner = stack
+    assert "Audit trail" in banner
+    with operator(var) as dcs:
+        dcs.wait_for("audit/availability", lambda m: m.payload == b"online", timeout=10)
+        dcs.command("caen", "lv_off", modules=["module_1"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            records = dcs.command("audit", "query", {"since": "10m", "service": "caen"})["result"]["records"]
+            if any(r["command"] == "lv_off" and r["args"] == {"modules": ["module_1"]} for r in records):
+                break
+            time.sleep(0.2)
+        [record] = [r for r in records if r["args"] == {"modules": ["module_1"]}]
+        assert record["by"] == "operator" and record["reply"]["ok"] is True
+    assert list((var / "audit").glob("audit-*.jsonl"))
 
 
 def test_the_burn_in_sequencer_runs_in_the_stack_and_checks_recipes_against_this_stand(stack):

@@ -360,10 +360,11 @@ class Interlock {
     } else {
       this.counters.lvOffSent++;
     }
-    // All modules: an empty argument object. The id makes the reply traceable to the interlock.
+    // All modules: an empty argument object. The id makes the reply traceable to the interlock; `by` names it in
+    // the audit trail (docs/security.md).
     return {
       topic: `${this.cfg.caenRoot}/cmd/${name}`,
-      payload: { id: `interlock-${name}-${Math.round(now * 1000)}` },
+      payload: { id: `interlock-${name}-${Math.round(now * 1000)}`, by: 'interlock', from: 'node-red interlock' },
       qos: 1,
       retain: false,
     };

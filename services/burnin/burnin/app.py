@@ -209,7 +209,8 @@ class BurninApp:
         for ident, cmd in out.commands:
             root = self._roots[cmd.service]
             self._pending[ident] = root
-            self.svc.publish(f"{root}/cmd/{cmd.name}", dumps({**cmd.args, "id": ident, "deadline": time.time() + 15}))
+            body = {**cmd.args, "id": ident, "deadline": time.time() + 15, "by": "burnin", "from": "burnin sequencer"}
+            self.svc.publish(f"{root}/cmd/{cmd.name}", dumps(body))
         for ev in out.events:
             data = {k: v for k, v in ev.items() if k not in ("kind", "message", "severity")}
             self.svc.event(ev["kind"], ev["message"], severity=ev["severity"], uid=self.engine.uid, **data)

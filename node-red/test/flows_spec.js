@@ -185,13 +185,14 @@ describe('flows.json', function () {
       const { g, mqtt, refused } = await guard();
       const sent = collect(mqtt, 4);
       for (const name of ['pause', 'resume', 'skip', 'abort']) {
-        g.receive({ topic: `burnin/cmd/${name}`, payload: { operator: 'alice' } });
+        g.receive({ topic: `burnin/cmd/${name}`, payload: { operator: 'mallory' }, _client: as('alice', 'operator') });
       }
       const msgs = await sent;
       assert.deepStrictEqual(msgs.map((m) => m.topic), ['burnin/cmd/pause', 'burnin/cmd/resume', 'burnin/cmd/skip', 'burnin/cmd/abort']);
-      assert.ok(msgs.every((m) => m.payload.operator === 'alice' && /^ui-/.test(m.payload.id)));
+      // in the logged-in person's name, whatever the page typed
+      assert.ok(msgs.every((m) => m.payload.operator === 'alice' && m.payload.by === 'alice' && /^ui-/.test(m.payload.id)));
       const no = collect(refused, 1);
-      g.receive({ topic: 'burnin/cmd/start', payload: { recipe: 'standard-burnin' } });
+      g.receive({ topic: 'burnin/cmd/start', payload: { recipe: 'standard-burnin' }, _client: as('alice', 'operator') });
       assert.match((await no)[0].payload, /unknown command topic burnin\/cmd\/start/);
     });
   });

@@ -131,6 +131,17 @@ def test_a_service_figure_never_hides_the_last_error_of_the_health_contract():
 
 
 def test_broker_killed_during_a_command_burst_everything_recovers_and_nothing_runs_twice(broker, stand, watcher):
+    # a working stand: the chiller runs (with it stopped, caen-fsm refuses every raise of V0Set by itself)
+    watcher.command("julabo", "start", timeout=10)
+    watcher.wait_for("julabo/status", lambda m: m.json()["state"] == "RUNNING", timeout=15)
+    try:
+        _command_burst_with_broker_kill(broker, stand, watcher)
+    finally:
+        watcher.command("julabo", "stop", timeout=10)
+        watcher.wait_for("julabo/status", lambda m: m.json()["state"] == "STOPPED", timeout=15)
+
+
+def _command_burst_with_broker_kill(broker, stand, watcher) -> None:
     makers = {
         "caen": lambda i: ("set", {"channel": "M0000_lv", "param": "V0Set", "value": 10.0 + (i % 20) * 0.1}),
         "julabo": lambda i: ("set_setpoint", {"index": 2, "value": 10.0 + (i % 10)}),

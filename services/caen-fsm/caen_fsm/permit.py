@@ -121,7 +121,7 @@ class Permit:
         doc = self._chiller
         if doc is None or self._chiller_mono is None:
             return ""
-        age = max(now_wall - float(doc["ts"]), now_mono - self._chiller_mono, 0.0)
+        age = _age(doc, self._chiller_mono, now_mono, now_wall)
         if age > self.settings.stale_s:
             return ""
         state = doc.get("state")
@@ -170,8 +170,7 @@ class Permit:
         if self._invalid is not None or self._doc is None:
             return PermitView(PermitState.INVALID, detail=f"{s.status_topic}: {self._invalid}")
         doc = self._doc
-        # the older of the two ages: when it was published (ts) and when it reached us
-        age = max(now_wall - float(doc["ts"]), now_mono - self._received_mono, 0.0)
+        age = _age(doc, self._received_mono, now_mono, now_wall)
         if age > s.stale_s:
             return PermitView(PermitState.STALE, detail=f"last status {age:.0f} s old (limit {s.stale_s:g} s)")
         state = str(doc["state"])
@@ -182,6 +181,11 @@ class Permit:
         known = state if state in (PermitState.TRIPPED, PermitState.ACK_PENDING) else PermitState.TRIPPED
         detail = "" if known == state else f"unknown interlock state {state!r} taken as TRIPPED"
         return PermitView(PermitState(known), reasons, lv, detail)
+
+
+def _age(doc: dict[str, Any], received_mono: float, now_mono: float, now_wall: float) -> float:
+    """Age of a status document: the older of when it was published (its ``ts``) and when it reached us."""
+    return max(now_wall - float(doc["ts"]), now_mono - received_mono, 0.0)
 
 
 def _problem(doc: Any) -> str | None:

@@ -36,7 +36,7 @@ from .world import Reply, Source, World
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.2
+TICK_S = 0.2  #: longest real time between two engine ticks (timeouts); timed steps wake at their own time
 REPLAY_S = 30.0  #: how often spooled documents are offered to MongoDB again
 MAX_RECIPE_BYTES = 1024 * 1024
 
@@ -51,6 +51,10 @@ class Clock:
 
     def now(self) -> float:
         return self._epoch + (time.monotonic() - self._t0) * self.scale
+
+    def real_s(self, until: float) -> float:
+        """Real seconds from now until clock time ``until`` (0 if past)."""
+        return max((until - self.now()) / self.scale, 0.0)
 
 
 class BurninApp:
@@ -71,6 +75,8 @@ class BurninApp:
         self._curves_lock = threading.Lock()
         self._lock = self.engine.lock
         self._stop = threading.Event()
+        self._published_at = 0.0
+        self._wake = threading.Event()  #: set by every status message and reply: the loop ticks at once
         self._thread: threading.Thread | None = None
         r = settings.roots
         self._roots = {"caen": r.caen, "julabo": r.julabo, "ph2acf": r.ph2acf, "interlock": r.interlock}
@@ -103,6 +109,7 @@ class BurninApp:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
         self.journal.close()
@@ -147,8 +154,10 @@ class BurninApp:
                 if self._pending.pop(ident, None) is not None:
                     reply = Reply(bool(doc.get("ok")), doc.get("error"), doc.get("result"))
                     self.engine.on_reply(ident, reply, self.clock.now())
+                    self._wake.set()
             return
         self._latest[topic] = (doc, time.time(), self.clock.now())
+        self._wake.set()
 
     def world(self) -> World:
         """The World as received, ages from the documents' own ``ts`` on the wall clock."""
@@ -186,8 +195,16 @@ class BurninApp:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> None:
+        """Tick the engine on every status message or reply, at the engine's next timed event, and at least
+        every ``TICK_S`` real seconds. Times come from the one clock, so a time scale needs nothing here."""
         next_replay = time.monotonic() + REPLAY_S
-        while not self._stop.wait(TICK_S / max(1.0, min(self.settings.time_scale, 4.0))):
+        while not self._stop.is_set():
+            with self._lock:
+                timeout = min(TICK_S, self.clock.real_s(self.engine.next_tick()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             if time.monotonic() >= next_replay:
                 next_replay = time.monotonic() + REPLAY_S
                 self._replay_spool()
@@ -246,7 +263,10 @@ class BurninApp:
             )
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
-        self.publish(steps=bool(out.journal))
+        # the loop ticks on every status message: the status goes out when something happened, else at most
+        # every TICK_S (elapsed and ETA move with every tick)
+        if out.journal or out.events or time.monotonic() - self._published_at >= TICK_S:
+            self.publish(steps=bool(out.journal))
 
     def _replay_spool(self) -> None:
         """Upload documents that waited for MongoDB (outside the engine lock: it may take a while)."""
@@ -278,6 +298,7 @@ class BurninApp:
         """``<root>/status``; with ``steps`` also ``<root>/status/steps`` (after a step started or ended or the
         state changed: whenever something was journaled). No steps document while no burn-in was loaded, so the
         retained one of the last burn-in stays."""
+        self._published_at = time.monotonic()
         self.svc.publish_status(self.status())
         e = self.engine
         if steps and e.recipe is not None:

@@ -147,6 +147,7 @@ class Engine:
         # replies take real time: the reply timeout (15 s real) is converted to sequencer time
         self.tracker = Tracker(settings.retries, settings.retry_interval_s, 15.0 * settings.time_scale)
         self.out = Outputs()
+        self.wake_at = float("inf")  #: engine time a runner asked to be ticked at (see :meth:`next_tick`)
         self._results: dict[str, list[dict[str, Any]]] = {"iv_scan": [], "calibration": []}
 
     # ------------------------------------------------------------------ state
@@ -230,6 +231,15 @@ class Engine:
     def reply_result(self, key: str) -> Mapping[str, Any] | None:
         entry = self.tracker.status(self._owner(), key)
         return entry.reply.result if entry and entry.reply else None
+
+    def wake(self, at: float) -> None:
+        self.wake_at = min(self.wake_at, at)
+
+    def next_tick(self) -> float:
+        """Engine time of the next timed event (a runner's wait, a retry, a reply timeout); inf when only a
+        status message or an operator command can change anything. The adapter ticks at this time at the latest
+        and at once on every status message: no fixed polling period adds to a step."""
+        return min(self.wake_at, self.tracker.next_due())
 
     def record(self, kind: str, doc: dict[str, Any]) -> None:
         doc = {**doc, "burnin": self.uid, "t": self.now}
@@ -372,6 +382,7 @@ class Engine:
     def tick(self, now: float, world: World) -> None:
         """Advance with the newest world; call often (every few hundred ms and on every status message)."""
         self.now, self.world = now, world
+        self.wake_at = float("inf")
         self.tracker.tick(now)
         if self.tracker.gave_up:
             self._gave_up()

@@ -117,6 +117,13 @@ class IvScan:
             out += self._tick_one(s, now, modules.get(m) or Source(), temps.get(m))
         return out
 
+    def next_due(self) -> float:
+        """Engine time at which a settling module takes its point (inf: none settling): the adapter wakes then."""
+        return min(
+            (s.since + self.profile.settle_s for s in self.scans.values() if s.phase == Phase.SETTLE),
+            default=float("inf"),
+        )
+
     def interrupt(self, reason: str) -> list[Command]:
         """Stop at once (pause, abort, skip): HV off for every module still on, V0Set restored."""
         out: list[Command] = []

@@ -55,6 +55,11 @@ class StepContext(Protocol):
 
     def reply_result(self, key: str) -> Mapping[str, Any] | None: ...
 
+    def wake(self, at: float) -> None:
+        """Tick again at engine time ``at`` at the latest (a timed condition: a wait, a settle, stable-for),
+        whether or not a status message arrives before."""
+        ...
+
     def record(self, kind: str, doc: dict[str, Any]) -> None:
         """Keep a result (an IV scan, a calibration run) with the burn-in."""
         ...
@@ -264,6 +269,7 @@ class TemperatureRunner(Runner):
                     f"{temp:.2f} C on {p['sensor']} (target {target:g} C)",
                     {"temperature": temp, "setpoint": self.sent_setpoint},
                 )
+            ctx.wake(self.stable_since + p["stable_for"])
         else:
             self.stable_since = None
         if now - (self.started or now) > p["timeout"]:
@@ -287,6 +293,7 @@ class WaitRunner(Runner):
         left = self.step.params["duration"] - (now - (self.started or now))
         if left <= 0:
             return Progress(Verdict.DONE, "waited")
+        ctx.wake(now + left)
         return Progress(message=f"{left:.0f} s left")
 
 
@@ -367,6 +374,7 @@ class IvRunner(Runner):
                 return failed
         temps = {m: sensor_temperature(f"module:{m}", ctx.settings, ctx.world)[0] for m in self.step.modules}
         self._send(ctx, self.scan.tick(now, ctx.world.modules, temps))
+        ctx.wake(self.scan.next_due())
         if self.scan.finished:
             if any(ctx.sent(k)[0] == "pending" for k in self.keys):
                 return Progress(message="IV scan: waiting for the last replies")

@@ -90,6 +90,16 @@ class Tracker:
             if entry.status == Status.PENDING and entry.next_at is not None and now >= entry.next_at:
                 self._try(entry, now)
 
+    def next_due(self) -> float:
+        """Engine time of the next retry or reply timeout (inf: none): when :meth:`tick` has work to do."""
+        due = [e.next_at for e in self._by_key.values() if e.status == Status.PENDING and e.next_at is not None]
+        due += [
+            e.sent_at + self.reply_timeout_s
+            for e in self._by_id.values()
+            if e.status == Status.PENDING and e.next_at is None
+        ]
+        return min(due, default=float("inf"))
+
     def status(self, owner: str, key: str) -> Entry | None:
         return self._by_key.get((owner, key))
 

@@ -19,6 +19,7 @@ Must be imported only after the EPICS_* environment is set (the IOC reads it at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -57,9 +58,17 @@ class CrateIoc:
     """Builds the records of a crate and keeps them in step with the model."""
 
     def __init__(
-        self, crate: Crate, tick_s: float = 0.05, noise_period_s: float = 0.0, enum_variant: str = "default"
+        self,
+        crate: Crate,
+        tick_s: float = 0.05,
+        noise_period_s: float = 0.0,
+        enum_variant: str = "default",
+        time_scale: float = 1.0,
     ) -> None:
         self.crate = crate
+        self.time_scale = time_scale  #: simulated seconds per real second
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.labels = enum_labels(enum_variant)
         self.tick_s = tick_s
         self.noise_period_s = noise_period_s
@@ -115,6 +124,7 @@ class CrateIoc:
                     log.info("%s:%s refused put %r", base, param, value)
                     self._restore(slot, ch, param)
                 self._push_channel(slot, ch)
+                self.wake()  # a new ramp may end before the next coarse tick
 
             return on_update
 
@@ -202,14 +212,29 @@ class CrateIoc:
                 pushed["Temp"] = temp
                 recs["Temp"].set(temp)
 
+    def wake(self) -> None:
+        """Tick now rather than at the next scheduled tick (safe from any thread)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def next_sleep_s(self) -> float:
+        """Real seconds to the next tick: ``tick_s``, or earlier when a ramp ends sooner (then at its end)."""
+        ramp_end = self.crate.next_event_s() / max(self.time_scale, 1e-9)
+        return max(min(self.tick_s, ramp_end + 1e-4), 1e-4)
+
     async def run(self) -> None:
-        """Tick the model and push changed readbacks forever (runs in the dispatcher's event loop)."""
+        """Tick the model and push changed readbacks forever (runs in the dispatcher's event loop). Model time
+        runs ``time_scale`` times faster than real time."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         last = time.monotonic()
         while True:
-            await asyncio.sleep(self.tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.next_sleep_s())
+            self._wake.clear()
             now = time.monotonic()
-            dt = now - last
-            share = dt / self.noise_period_s if self.noise_period_s > 0 else 0.0
+            dt = (now - last) * self.time_scale
+            share = (now - last) / self.noise_period_s if self.noise_period_s > 0 else 0.0  # noise in real time
             self.crate.tick(dt, noise_share=share)
             last = now
             for slot, ch in self.crate.channels:

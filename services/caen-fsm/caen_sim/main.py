@@ -4,6 +4,8 @@ Examples::
 
     caen-sim --port 5064 --system cleanroom --slots 0-4:lv:8,12-15:hv:12
     caen-sim --port 5070 --config services/caen-fsm/example.yml      # boards derived from caen-fsm config
+    caen-sim --config services/caen-fsm/example.yml --sim-config services/caen-fsm/caen-sim.yml \
+             --julabo-control 127.0.0.1:5080 --time-scale 100        # sensors, modules following the chiller
 
 Runs until SIGTERM/SIGINT. Prints ``caen-sim ready: <n> records on port <p>`` once serving.
 """
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -23,6 +26,7 @@ from trackerdcs.config import ConfigError, load_yaml
 from trackerdcs.logsetup import setup_logging
 
 from .model import DEFAULT_SLOTS, Board, Crate, parse_slots
+from .simconfig import SimConfigError, SimPhysics, bath_from_state, parse_sim_config
 
 ENUM_VARIANTS = ("default", "reversed", "upper")  # see caen_sim.ioc.enum_labels (imported after EPICS env)
 
@@ -84,6 +88,31 @@ def _channel_addresses(channels: object) -> list[tuple[str, int, int]]:
     return found
 
 
+def poll_bath(crate: Crate, address: tuple[str, int], period_s: float, stop: threading.Event) -> None:
+    """Read the chiller simulator's bath temperature every ``period_s`` (its control port's ``state`` line) and
+    hand it to the crate. Written here on its own: the simulators share no code."""
+    warned = False
+    while not stop.is_set():
+        try:
+            with socket.create_connection(address, timeout=2.0) as s:
+                s.sendall(b"state\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            bath = bath_from_state(data.decode(errors="replace"))
+            if bath is not None:
+                crate.bath_temp = bath
+                warned = False
+        except OSError as exc:
+            if not warned:
+                log.warning("chiller simulator at %s:%d not readable (%s): module temperatures held", *address, exc)
+                warned = True
+        stop.wait(period_s)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="caen-sim", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", help="crate YAML (boards:) or a caen-fsm config to derive the boards from")
@@ -91,7 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", help=f"board layout, default {DEFAULT_SLOTS!r}")
     p.add_argument("--port", type=int, help="CA server port (EPICS_CA_SERVER_PORT); default from env or 5064")
     p.add_argument("--interface", default=None, help="address to serve on (EPICS_CAS_INTF_ADDR_LIST), e.g. 127.0.0.1")
-    p.add_argument("--tick", type=float, default=0.05, help="model time step in seconds (default 0.05)")
+    p.add_argument(
+        "--tick", type=float, default=0.05, help="longest real time between model steps in seconds (default 0.05;\n"
+        "a ramp's end is stepped to exactly, however long the tick)"
+    )
+    p.add_argument(
+        "--time-scale", type=float, default=1.0, help="simulated seconds per real second (ramps, trips, module\n"
+        "temperature; default 1)"
+    )
+    p.add_argument("--sim-config", help="physics YAML: sensor leakage per HV channel, module temperature model")
+    p.add_argument(
+        "--julabo-control", metavar="[HOST:]PORT", help="julabo-sim's control port: the modules follow its bath"
+    )
     p.add_argument("--noise-hz", type=float, default=0.0, help="rate of new VMon/IMon noise on every channel (0=off)")
     p.add_argument("--noise-v", type=float, default=0.002, help="VMon noise standard deviation (V)")
     p.add_argument("--noise-i", type=float, default=0.0005, help="IMon noise standard deviation (uA or A)")
@@ -109,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _address(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, name="caen-sim")
@@ -119,6 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             boards = parse_slots(args.slots or DEFAULT_SLOTS)
     except (ConfigError, ValueError) as exc:
         print(f"caen-sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        physics = parse_sim_config(load_yaml(args.sim_config)) if args.sim_config else SimPhysics()
+        chiller = _address(args.julabo_control) if args.julabo_control else None
+    except (ConfigError, SimConfigError, ValueError) as exc:
+        print(f"caen-sim: {exc}", file=sys.stderr)
+        return 2
+    if args.time_scale <= 0:
+        print("caen-sim: --time-scale must be above 0", file=sys.stderr)
         return 2
     system = args.system or system or "cleanroom"
     if args.port:
@@ -133,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .ioc import CrateIoc
 
     crate = Crate(system, boards, lv_time_unit_s=0.001 if args.lv_ramp_unit == "ms" else 1.0)
+    crate.apply_physics(physics)
+    unknown = sorted(set(k for k, v in physics.sensors.items()) - {k for k, c in crate.channels.items() if c.kind == "hv"})
+    if unknown:
+        print(f"caen-sim: sim config names channels not on an HV board: {unknown}", file=sys.stderr)
+        return 2
     if args.noise_hz > 0:
         for channel in crate.channels.values():
             channel.noise = (args.noise_v, args.noise_i)
@@ -141,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tick_s=args.tick,
         noise_period_s=1.0 / args.noise_hz if args.noise_hz > 0 else 0.0,
         enum_variant=args.enum_labels,
+        time_scale=args.time_scale,
     )
     # A put is accepted in the CA server's thread, which needs the GIL for the record's Python callbacks; the
     # model's tick holds it for milliseconds at a time. A real crate answers a write at once, so hand the GIL
@@ -153,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     asyncio.run_coroutine_threadsafe(ioc.run(), dispatcher.loop)
 
     stop = threading.Event()
+    if chiller is not None:
+        threading.Thread(
+            target=poll_bath, args=(crate, chiller, physics.chiller_poll_s, stop), name="bath", daemon=True
+        ).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     port = os.environ.get("EPICS_CA_SERVER_PORT", "5064")

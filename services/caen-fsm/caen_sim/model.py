@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .sensor_physics import SensorParams, leakage_ua
+from .sensor_physics import SensorParams, follow, leakage_ua
+from .simconfig import SimPhysics
 
 # Status bits (same numbering as the service's decoder, kept separate on purpose: this is the "device").
 ON, RUP, RDW, OVC, OVV, UNV, EXTTRIP, MAXV, EXT_DIS, INTTRIP, CALERR, UNPLUGGED = (1 << n for n in range(12))
@@ -175,6 +176,15 @@ class SimChannel:
         self.VMon = v + self._noise_v
         self.IMon = current + self._noise_i
 
+    def ramp_left_s(self) -> float:
+        """Seconds of simulated time until the output reaches its target at the present ramp rate (0: steady)."""
+        if self.unplugged or self._ramp == 0:
+            return 0.0
+        target = min(self.V0Set, MAX_VOLTAGE[self.kind]) if self.Pw else 0.0
+        up, down = self._rates()
+        rate = up if self._ramp > 0 else down
+        return abs(target - self._v_true) / rate if rate > 0 else 0.0
+
     def _trip(self) -> None:
         self.tripped = True
         self.force_trip = False
@@ -233,6 +243,8 @@ class Crate:
     seed: int = 1
     channels: dict[tuple[int, int], SimChannel] = field(default_factory=dict)
     pw_on_puts: int = 0
+    bath_temp: float | None = None  #: the chiller's bath (degC) the modules follow; None: they keep theirs
+    module_tau_s: float = 300.0  #: time constant of a module's temperature towards the bath
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -242,6 +254,20 @@ class Crate:
             for ch in range(board.channels):
                 self.channels[(board.slot, ch)] = SimChannel(board.kind, lv_time_unit_s=self.lv_time_unit_s)
         self._order = list(self.channels)
+
+    def apply_physics(self, physics: SimPhysics) -> None:
+        """Give every HV channel its configured sensor and every module the initial temperature."""
+        for (slot, ch), channel in self.channels.items():
+            if channel.kind == "hv":
+                channel.sensor = physics.sensor_for(slot, ch)
+                channel.sensor_temp = physics.initial_temp_c
+        self.module_tau_s = physics.module_tau_s
+
+    def next_event_s(self) -> float:
+        """Simulated seconds until the first running ramp ends (inf when nothing ramps): the IOC ticks then, so
+        a ramp's end is seen when it happens rather than at the next coarse tick."""
+        left = [c.ramp_left_s() for c in self.channels.values()]
+        return min((x for x in left if x > 0), default=float("inf"))
 
     def write(self, slot: int, ch: int, param: str, value: float) -> bool:
         """A put on a channel parameter; counts Pw On requests (for tests: nobody switched on by itself)."""
@@ -263,7 +289,10 @@ class Crate:
         order = self._order
         noisy = {order[(self._cursor + i) % len(order)] for i in range(min(fresh, len(order)))}
         self._cursor = (self._cursor + fresh) % max(len(order), 1)
+        bath = self.bath_temp
         for key, channel in self.channels.items():
+            if bath is not None and channel.kind == "hv":
+                channel.sensor_temp = follow(channel.sensor_temp, bath, dt, self.module_tau_s)
             channel.tick(dt, self.rng if key in noisy else None)
 
 

@@ -21,6 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
+import yaml
+
 from .client import DcsClient
 from .localbroker import REPO, LocalBroker, free_port, wait_port
 from .logsetup import setup_logging
@@ -47,9 +49,43 @@ def _online(monitor: DcsClient, service: str) -> bool:
     return message is not None and message.payload == b"online"
 
 
+#: The chiller's serial pacing (s) and julabo-fsm's status cycle at time scale 1; both shrink with the scale.
+CHILLER_PACING_S = 0.25
+JULABO_FSM_PACING_S = 0.27
+
+
+def scaled_julabo_config(source: Path, target: Path, scale: float) -> Path:
+    """``source`` (a julabo-fsm YAML, ``${ENV}`` references kept) with the serial pacing and the status cycle
+    shortened ``scale`` times, written to ``target``: a time-scaled chiller answers faster, like everything
+    else in the scaled simulation. Scale 1: ``source`` itself."""
+    if scale <= 1.0:
+        return source
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    jul = raw.setdefault("julabo", {})
+    jul["pacing_s"] = round(max(JULABO_FSM_PACING_S / scale, 0.01), 4)
+    jul["poll_interval_s"] = round(max(float(jul.get("poll_interval_s", 1.0)) / scale, 0.05), 4)
+    target.write_text(
+        f"# written by dcs-sim --time-scale {scale:g} from {source}: pacing and status cycle {scale:g}x shorter\n"
+        + yaml.safe_dump(raw, sort_keys=False)
+    )
+    return target
+
+
+def envsim_args(args: argparse.Namespace, julabo_ctl: int, air_interval: float, carrier_interval: float) -> list[str]:
+    """envsim: the box and room air sensors (drying under dry air) and a carrier sensor following the chiller."""
+    return [
+        sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room",
+        "--carrier", "carrier", "--chiller-control", f"127.0.0.1:{julabo_ctl}", "--time-scale", str(args.time_scale),
+        "--interval", f"{air_interval:g}", "--carrier-interval", f"{carrier_interval:g}",
+        "--humidity", f"{args.humidity:g}", *(() if args.dry_air else ("--no-dry-air",)),
+    ]  # fmt: skip
+
+
 def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monitor: DcsClient) -> list[ProcessSpec]:
     """The simulated devices, then the services, then Node-RED: the start order."""
     bindir = Path(sys.executable).parent
+    scale = args.time_scale
+    chiller_scale = args.chiller_time_scale if args.chiller_time_scale is not None else scale
     exe = lambda name: str(bindir / name)  # noqa: E731
     ca_port, julabo_port, julabo_ctl, ph2acf_port = (free_port() for _ in range(4))
     ports = {
@@ -64,9 +100,12 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         "PH2ACF_SIM_WORKDIR": str(ph2acf_work),
         "PH2ACF_SIM_PORT": str(ph2acf_port),
         "PH2ACF_DATA": str(var / "ph2acf" / "data"),
-        "PH2ACF_SIM_DURATION": str(args.run_seconds),
+        "PH2ACF_SIM_DURATION": str(args.run_seconds / scale),  # simulated seconds, like the other devices
     }
-    caen_cfg = str(REPO / "services/caen-fsm/example.yml")
+    caen_cfg = str(Path(args.caen_config).resolve())
+    julabo_cfg = scaled_julabo_config(Path(args.julabo_config).resolve(), var / "julabo-fsm.yml", scale)
+    air_interval = min(2.0, max(0.1, 20.0 / scale))  # a reading per 20 simulated seconds at most, 2 s at least
+    carrier_interval = min(1.0, max(0.02, 1.0 / scale))
     specs = [
         ProcessSpec(
             "caen-sim",
@@ -80,6 +119,11 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
                 "127.0.0.1",
                 "--noise-hz",
                 "1",
+                "--time-scale",
+                str(scale),
+                "--julabo-control",
+                f"127.0.0.1:{julabo_ctl}",
+                *(("--sim-config", str(Path(args.caen_sim_config).resolve())) if args.caen_sim_config else ()),
             ],
             env={"EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_ADDR_LIST": "127.0.0.1"},
             ready=lambda: _port_open(ca_port),
@@ -97,7 +141,9 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
                 "--pty-link",
                 str(var / "ttyJULABO"),
                 "--time-scale",
-                str(args.chiller_time_scale),
+                str(chiller_scale),
+                "--pacing",
+                str(max(CHILLER_PACING_S / max(scale, 1.0), 0.005)),
             ],
             ready=lambda: _port_open(julabo_port),
         ),
@@ -119,7 +165,7 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         ),
         ProcessSpec(
             "envsim",
-            [sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room"],
+            envsim_args(args, julabo_ctl, air_interval, carrier_interval),
             env={**broker.env("sensors"), "DCS_MQTT_CLIENT_ID": "envsim"},
         ),
         ProcessSpec(  # first of the MQTT programs: the audit trail records every command from the start
@@ -136,7 +182,7 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         ),
         ProcessSpec(
             "julabo-fsm",
-            [exe("julabo-fsm"), "--config", str(REPO / "services/julabo-fsm/example.yml")],
+            [exe("julabo-fsm"), "--config", str(julabo_cfg)],
             env={**broker.env("julabo"), "JULABO_CONNECTION": f"socket://127.0.0.1:{julabo_port}"},
             ready=lambda: _online(monitor, "julabo"),
         ),
@@ -151,9 +197,10 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         specs.append(
             ProcessSpec(
                 "burnin",
-                [exe("burnin"), "--config", str(REPO / "services/burnin/sim.yml")],
+                [exe("burnin"), "--config", str(Path(args.burnin_config).resolve())],
                 env={
                     **broker.env("burnin"),
+                    "BURNIN_TIME_SCALE": str(scale),
                     "BURNIN_DATA": str(var / "burnin"),
                     "BURNIN_RECIPES": str(REPO / "services/burnin/recipes"),
                 },
@@ -230,14 +277,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-node-red", dest="node_red", action="store_false", help="do not start Node-RED")
     parser.add_argument("--run-seconds", type=float, default=20.0, help="length of a simulated calibration run")
     parser.add_argument(
-        "--chiller-time-scale",
+        "--time-scale",
         type=float,
         default=1.0,
-        help="simulated chiller seconds per real second (default 1: a real chiller's pace; tests use more)",
+        help="simulated seconds per real second for every simulator and the sequencer's clock (default 1: a\n"
+        "real stand's pace; e.g. 300 runs the standard burn-in in a few minutes)",
     )
+    parser.add_argument(
+        "--chiller-time-scale",
+        type=float,
+        default=None,
+        help="the chiller simulator's own time scale (default: --time-scale)",
+    )
+    parser.add_argument("--caen-config", default=str(REPO / "services/caen-fsm/example.yml"), help="caen-fsm YAML")
+    parser.add_argument(
+        "--caen-sim-config",
+        default=str(REPO / "services/caen-fsm/caen-sim.yml"),
+        help="caen-sim physics YAML (sensor leakage, module temperature); '' for none",
+    )
+    parser.add_argument("--julabo-config", default=str(REPO / "services/julabo-fsm/sim.yml"), help="julabo-fsm YAML")
+    parser.add_argument("--burnin-config", default=str(REPO / "services/burnin/sim.yml"), help="burnin YAML")
+    parser.add_argument("--humidity", type=float, default=5.0, help="box humidity at start, %%RH (envsim)")
+    parser.add_argument("--no-dry-air", dest="dry_air", action="store_false", help="the box humidity stays")
     parser.add_argument("--no-burnin", dest="burnin", action="store_false", help="do not start the burn-in sequencer")
     parser.add_argument("--check", action="store_true", help="start everything, report, stop (a smoke test)")
     args = parser.parse_args(argv)
+    if args.time_scale <= 0 or (args.chiller_time_scale is not None and args.chiller_time_scale <= 0):
+        parser.error("time scales must be above 0")
     setup_logging(name="dcs-sim")
     var = Path(args.var).resolve()
     (var / "logs").mkdir(parents=True, exist_ok=True)

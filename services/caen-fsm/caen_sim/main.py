@@ -121,12 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="CA server port (EPICS_CA_SERVER_PORT); default from env or 5064")
     p.add_argument("--interface", default=None, help="address to serve on (EPICS_CAS_INTF_ADDR_LIST), e.g. 127.0.0.1")
     p.add_argument(
-        "--tick", type=float, default=0.05, help="longest real time between model steps in seconds (default 0.05;\n"
-        "a ramp's end is stepped to exactly, however long the tick)"
+        "--tick",
+        type=float,
+        default=0.05,
+        help="longest real time between model steps in seconds (default 0.05;\n"
+        "a ramp's end is stepped to exactly, however long the tick)",
     )
     p.add_argument(
-        "--time-scale", type=float, default=1.0, help="simulated seconds per real second (ramps, trips, module\n"
-        "temperature; default 1)"
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="simulated seconds per real second (ramps, trips, module\ntemperature; default 1)",
     )
     p.add_argument("--sim-config", help="physics YAML: sensor leakage per HV channel, module temperature model")
     p.add_argument(
@@ -188,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     crate = Crate(system, boards, lv_time_unit_s=0.001 if args.lv_ramp_unit == "ms" else 1.0)
     crate.apply_physics(physics)
-    unknown = sorted(set(k for k, v in physics.sensors.items()) - {k for k, c in crate.channels.items() if c.kind == "hv"})
+    hv_channels = {k for k, c in crate.channels.items() if c.kind == "hv"}
+    unknown = sorted(set(physics.sensors) - hv_channels)
     if unknown:
         print(f"caen-sim: sim config names channels not on an HV board: {unknown}", file=sys.stderr)
         return 2

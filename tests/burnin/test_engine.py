@@ -297,3 +297,45 @@ def test_an_iv_scan_takes_its_physical_time_even_when_readings_are_deadbanded():
     profile = eng.recipe.profiles["p"]
     assert iv_step.end is not None
     assert iv_step.end - iv_step.start <= profile.physical_s() * 1.05 + 0.5, (iv_step.end - iv_step.start, profile)
+
+
+# ---------------------------------------------------------------- timed events: the adapter wakes exactly then
+
+
+def test_a_wait_step_tells_when_it_ends_so_no_polling_period_adds_to_it():
+    eng, stand = started()
+    run(eng, stand, 600, until=lambda: eng.status()["step_name"] == "hold")
+    hold = eng.history[-1]
+    assert eng.next_tick() == pytest.approx(hold.start + 20.0)
+    # ticked exactly then (as the service's loop does), the step ends at its duration, not a tick later
+    stand.now = eng.next_tick()
+    eng.tick(stand.now, stand.world())
+    assert eng.history[-2].name == "hold" and eng.history[-2].end - eng.history[-2].start == pytest.approx(20.0)
+
+
+def test_a_settling_iv_point_tells_when_it_is_due():
+    eng, stand = started()
+    run(eng, stand, 600, dt=0.01, until=lambda: "settle" in eng.status()["message"])
+    scan = eng.runner.scan
+    settling = [s for s in scan.scans.values() if s.phase.value == "settle"]
+    assert settling and eng.next_tick() <= min(s.since for s in settling) + scan.profile.settle_s + 1e-9
+
+
+def test_a_temperature_step_wakes_when_stable_for_has_passed():
+    eng, stand = started()
+    run(eng, stand, 600, dt=0.05, until=lambda: eng.runner is not None and eng.runner.stable_since is not None)
+    assert eng.status()["step_name"] == "warm"
+    assert eng.next_tick() <= eng.runner.stable_since + 5.0 + 1e-9
+
+
+def test_with_nothing_timed_only_a_message_or_a_retry_wakes_the_engine():
+    from burnin.tracker import Tracker
+    from burnin.world import Command, Reply
+
+    tracker = Tracker(retries=3, interval_s=2.0, reply_timeout_s=15.0)
+    assert tracker.next_due() == float("inf")
+    tracker.send("step0:1", Command("caen", "lv_on", {}), 100.0)
+    assert tracker.next_due() == 115.0  # the reply timeout
+    ident, _ = tracker.drain()[0]
+    tracker.on_reply(ident, Reply(False, "busy"), 101.0)
+    assert tracker.next_due() == 103.0  # the retry

@@ -6,7 +6,6 @@ import math
 import re
 
 import pytest
-
 from caen_sim.sensor_physics import SensorParams, follow, leakage_ua, temperature_factor
 
 

@@ -14,6 +14,7 @@ from burnin.world import dew_point
 from trackerdcs.envsim import DryAir, follow
 from trackerdcs.simstack import scaled_julabo_config
 
+
 @pytest.mark.fast
 def test_under_dry_air_the_humidity_falls_until_a_minus_39_c_setpoint_is_allowed():
     air = DryAir(start=40.0, floor=0.2, tau_s=900.0)

@@ -339,3 +339,13 @@ def test_with_nothing_timed_only_a_message_or_a_retry_wakes_the_engine():
     ident, _ = tracker.drain()[0]
     tracker.on_reply(ident, Reply(False, "busy"), 101.0)
     assert tracker.next_due() == 103.0  # the retry
+
+
+def test_lv_off_right_after_an_iv_scan_waits_for_the_scan_to_finish_ramping_down():
+    """The standard recipe's IV block: IV scan, then LV off. The scan ends with HV off, so LV off must find HV
+    off (not still ramping the last volts down) and go on without an operator."""
+    text = SHORT.split("  - power: hv_on\n")[0] + "  - power: {action: lv_off, name: LV off after IV}\n"
+    eng, stand = started(text)
+    run(eng, stand, 600, dt=0.05, until=lambda: eng.state != State.RUNNING)
+    assert eng.state == State.DONE, eng.status()
+    assert [h.outcome for h in eng.history] == ["done"] * 5

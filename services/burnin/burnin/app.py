@@ -79,6 +79,7 @@ class BurninApp:
         self._wake = threading.Event()  #: set by every status message and reply: the loop ticks at once
         self._thread: threading.Thread | None = None
         r = settings.roots
+        self._channel_prefix = f"{r.caen}/status/channel/"
         self._roots = {"caen": r.caen, "julabo": r.julabo, "ph2acf": r.ph2acf, "interlock": r.interlock}
         self._subscriptions = [
             f"{r.caen}/status/#",
@@ -157,7 +158,8 @@ class BurninApp:
                     self._wake.set()
             return
         self._latest[topic] = (doc, time.time(), self.clock.now())
-        self._wake.set()
+        if not topic.startswith(self._channel_prefix):  # channel documents are read, never waited for
+            self._wake.set()
 
     def world(self) -> World:
         """The World as received, ages from the documents' own ``ts`` on the wall clock."""

@@ -89,10 +89,17 @@ class IvScan:
         self.polarity = polarity
         self.temperature_of = dict(temperature_of or {})
         self.scans = {m: ModuleScan(m, c, None) for m, c in compliance_ua.items()}
+        self._finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
         return all(s.phase == Phase.FINISHED for s in self.scans.values())
+
+    def finished_at(self, now: float) -> float:
+        """Engine time the scan was first seen finished (``now`` on the first call)."""
+        if self._finished_at is None:
+            self._finished_at = now
+        return self._finished_at
 
     def results(self) -> dict[str, dict[str, Any]]:
         return {m: s.document() for m, s in self.scans.items()}

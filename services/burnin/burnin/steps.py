@@ -22,6 +22,7 @@ TARGET_STATES = {
     PowerAction.LV_OFF: frozenset({"OFF"}),
 }
 SETPOINT_INDEX = 1
+IV_HV_OFF_TIMEOUT_S = 120.0  #: after an IV scan, wait this long for HV off before the next step (it checks again)
 
 
 class Verdict(StrEnum):
@@ -378,6 +379,11 @@ class IvRunner(Runner):
         if self.scan.finished:
             if any(ctx.sent(k)[0] == "pending" for k in self.keys):
                 return Progress(message="IV scan: waiting for the last replies")
+            # the scan ends with HV off: a module still ramping its last volts down is not done yet (LV off,
+            # typically the next step, refuses a module whose HV is not off)
+            down = [m for m in self.step.modules if ctx.world.module_state(m) not in HV_IS_OFF | {"TRIPPED"}]
+            if down and now - self.scan.finished_at(now) <= IV_HV_OFF_TIMEOUT_S:
+                return Progress(message=f"IV scan: waiting for HV off ({', '.join(down)})")
             results = self.scan.results()
             ctx.record(
                 "iv_scan", {"step": self.step.index, "profile": self.step.params["profile_name"], "modules": results}

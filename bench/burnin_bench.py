@@ -1,0 +1,412 @@
+"""Burn-in sequencer benchmarks against the whole simulation stack (``dcs-sim``: real Mosquitto, Node-RED
+interlocks, caen-fsm on the simulated crate's Channel Access, julabo-fsm on the simulated chiller, the Ph2_ACF
+bridge, the environment sensors, the sequencer), time-scaled.
+
+``iv``: an IV scan of 10 modules in parallel (the standard profile, 0 to -800 V, 51 points) against its physical
+time (ramps + settling, :meth:`burnin.recipe.IvProfile.physical_s`). Target: at most 5 % longer.
+
+``standard``: the whole standard burn-in (``services/burnin/recipes/standard-burnin.yml``, 127 steps) on the
+same 10-module stand. For every step the bench takes, from the messages it sees itself (each document's own
+``ts``), the moment the step's condition was met: a wait's duration, an IV scan's physical time, the carrier
+sensor within tolerance for ``stable_for``, the modules in the target state, the chiller running, the Ph2_ACF
+run back to IDLE, the prompt acknowledged. What the sequencer adds is the rest: the time from that moment to the
+step's end, plus the gaps between steps. Target: less than 1 % of the physical waiting time.
+
+Every figure is in simulated seconds (real seconds x time scale); a real latency L adds L x scale, so the share
+grows with the scale: the bench says the real latency per step as well.
+
+    .venv/bin/python bench/burnin_bench.py iv --time-scale 5
+    .venv/bin/python bench/burnin_bench.py standard --time-scale 300
+
+Writes bench/results/burnin_<mode>_x<scale>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from burnin.recipe import PowerAction, Recipe, StepKind, load_recipe
+from burnin.settings import parse_settings
+from burnin.steps import TARGET_STATES
+
+from trackerdcs.client import DcsClient, Message
+from trackerdcs.config import MqttSettings, load_yaml
+from trackerdcs.localbroker import REPO, free_port
+from trackerdcs.supervisor import stop_process
+
+RESULTS = Path(__file__).parent / "results"
+MODULES = [f"module_{i}" for i in range(10)]
+VENV = Path(sys.executable).parent
+IV_RECIPE = """name: iv-bench
+description: one IV scan (standard profile) of every module
+iv_profiles:
+  standard:
+    segments:
+      - {from: 0, to: -200, step: 10}
+      - {from: -200, to: -800, step: 20}
+    settle: 1s
+    ramp: 10
+steps:
+  - chiller: {action: start, name: start chiller}
+  - power: {action: lv_on, name: LV on}
+  - iv_scan: {profile: standard, name: IV scan}
+  - power: {action: lv_off, name: LV off}
+"""
+
+
+# ---------------------------------------------------------------------------- the stand
+
+
+def write_stand(var: Path, scale: float) -> dict[str, Path]:
+    """A 10-module stand: caen-fsm config (LV slots 0-1, HV slot 12), caen-sim physics without breakdown, the
+    sequencer's config (HV limit 800 V, chiller setpoints down to -40 C) and its recipes folder."""
+    var.mkdir(parents=True, exist_ok=True)
+    chans = []
+    for i, m in enumerate(MODULES):
+        chans.append(
+            f'    "{i}":\n        lv: {{board: {i // 8}, chan: {i % 8}}}\n        hv: {{board: 12, chan: {i}}}\n'
+            f"        module: {m}\n"
+        )
+    caen = (REPO / "services/caen-fsm/example.yml").read_text()
+    head, _, rest = caen.partition("channels:\n")
+    tail = rest[rest.index("\nglobal:") :]
+    caen = head + "channels:\n" + "".join(chans) + tail
+    caen = caen.replace("hv: {V0Set: 600., I0Set: 20.,", "hv: {V0Set: 800., I0Set: 20.,")
+    caen = caen.replace("        module_0_hv: {V0Set: 350.}\n", "")
+    paths = {"caen": var / "caen-fsm.yml", "caen_sim": var / "caen-sim.yml", "burnin": var / "burnin.yml"}
+    paths["caen"].write_text(caen)
+    sim = (REPO / "services/caen-fsm/caen-sim.yml").read_text()
+    paths["caen_sim"].write_text(sim[: sim.index("channels:")])  # every sensor without breakdown
+    recipes = var / "recipes"
+    recipes.mkdir(exist_ok=True)
+    (recipes / "standard-burnin.yml").write_text((REPO / "services/burnin/recipes/standard-burnin.yml").read_text())
+    (recipes / "iv-bench.yml").write_text(IV_RECIPE)
+    mods = "".join(f"  {m}: {{hv_limit_v: 800, compliance_ua: 10, bias_v: 300}}\n" for m in MODULES)
+    paths["burnin"].write_text(
+        "mqtt: {username: burnin, client_id: burnin-bench}\n"
+        "stand: bench\n"
+        f"modules:\n{mods}"
+        "humidity_sensors: [box]\n"
+        "limits: {setpoint_min: -40, setpoint_max: 40}\n"
+        "estimates: {chiller_k_per_min: 2, calibration_default_s: 20}\n"
+        "retry_interval_s: 2\n"
+        f"state_dir: {var / 'burnin/state'}\narchive_dir: {var / 'burnin/archive'}\n"
+        f"spool_dir: {var / 'burnin/spool'}\nrecipes_dir: {recipes}\n"
+        "mongo: {uri: ''}\n"
+        "time_scale: ${BURNIN_TIME_SCALE:-1}\n"
+    )
+    return paths
+
+
+class Bench:
+    def __init__(self, var: Path, scale: float, run_seconds: float) -> None:
+        self.var, self.scale = var, scale
+        self.paths = write_stand(var, scale)
+        argv = [
+            str(VENV / "dcs-sim"), "--var", str(var), "--mqtt-port", str(free_port()),
+            "--node-red-port", str(free_port()), "--time-scale", str(scale), "--run-seconds", str(run_seconds),
+            "--caen-config", str(self.paths["caen"]), "--caen-sim-config", str(self.paths["caen_sim"]),
+            "--burnin-config", str(self.paths["burnin"]),
+        ]  # fmt: skip
+        self.log = (var / "dcs-sim.out").open("w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 180
+        while "Ctrl-C stops the stack" not in (var / "dcs-sim.out").read_text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("dcs-sim did not come up:\n" + (var / "dcs-sim.out").read_text()[-3000:])
+            time.sleep(0.5)
+        self.mqtt = load_yaml(var / "dcs.yml")["mqtt"]
+        self.dcs = DcsClient(MqttSettings.from_config(self.mqtt, env={})).connect()
+        self.messages: list[tuple[str, float, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        for pattern in (
+            "burnin/event", "env/carrier", "caen/status/module/+", "caen/status/channel/+", "julabo/status",
+            "ph2acf/status",
+        ):  # fmt: skip
+            self.dcs.watch(pattern, self._keep)
+        self.acks: list[float] = []
+
+    def _keep(self, m: Message) -> None:
+        try:
+            doc = m.json()
+        except ValueError:
+            return
+        if isinstance(doc, dict):
+            ts = doc.get("ts") if isinstance(doc.get("ts"), (int, float)) else m.received
+            with self._lock:
+                self.messages.append((m.topic, float(ts), doc))
+
+    def ready(self) -> None:
+        """Everything off, chiller running, interlock acknowledged and OK (as an operator starts a day)."""
+        d = self.dcs
+        d.wait_for("burnin/availability", lambda m: m.payload == b"online", timeout=60)
+        d.wait_for("interlock/availability", lambda m: m.payload == b"online", timeout=90)
+        d.command("julabo", "start")
+        d.wait_for("julabo/status", lambda m: m.json()["state"] == "RUNNING", timeout=30)
+        d.wait_for(
+            "interlock/status", lambda m: not m.json()["conditions"] and not m.json()["lv_off_pending"], timeout=120
+        )
+        if d.status("interlock")["state"] != "OK":
+            d.command("interlock", "acknowledge", operator="bench")
+        d.wait_for("interlock/status", lambda m: m.json()["state"] == "OK", timeout=30)
+
+    def run(self, recipe: str, timeout: float) -> dict[str, Any]:
+        d = self.dcs
+        reply = d.command("burnin", "start", recipe=recipe, operator="bench", comment="bench/burnin_bench.py")
+        if not reply.get("ok"):
+            raise RuntimeError(f"start refused: {reply}")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = d.command("burnin", "status")["result"]
+            if st["state"] == "RUNNING" and st["step_kind"] == "prompt":
+                self.acks.append(time.time())
+                d.command("burnin", "ack", operator="bench")
+            if st["state"] in ("DONE", "ABORTED", "FAILED"):
+                return st
+            if st["state"] in ("HOLDING", "PAUSED") and not st.get("hold_auto"):
+                raise RuntimeError(f"burn-in waits for an operator: {st}")
+            time.sleep(0.2)
+        raise RuntimeError(f"burn-in not done within {timeout} s: {d.command('burnin', 'status')['result']}")
+
+    def close(self) -> None:
+        self.dcs.close()
+        stop_process(self.proc, timeout=60)
+        self.log.close()
+
+
+def cpu_seconds(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process under ``root_pid``, by program name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = next((Path(c.decode()).name for c in cmd[:4] if c and not c.startswith(b"-") and b"python" not in c),
+                    "?")  # fmt: skip
+        if b"-m" in cmd:
+            name = cmd[cmd.index(b"-m") + 1].decode()
+        procs[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    out: dict[str, float] = defaultdict(float)
+    todo = [root_pid]
+    while todo:
+        pid = todo.pop()
+        for child, (ppid, name, cpu) in procs.items():
+            if ppid == pid:
+                out[name] += cpu
+                todo.append(child)
+    return dict(out)
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+def step_windows(messages: list[tuple[str, float, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every step with its start and end (wall clock, the events' own ts)."""
+    out: list[dict[str, Any]] = []
+    for topic, ts, doc in messages:
+        if topic != "burnin/event":
+            continue
+        if doc.get("kind") == "step_start":
+            out.append({"index": doc["step"] - 1, "start": ts, "end": None})
+        elif doc.get("kind") == "step_end" and out and out[-1]["index"] == doc["step"] - 1:
+            out[-1]["end"], out[-1]["outcome"] = ts, doc.get("outcome")
+    return out
+
+
+def ready_at(step: Any, start: float, end: float, messages: list, scale: float, acks: list[float]) -> float:
+    """Wall-clock time at which ``step``'s condition was met, seen from outside the sequencer."""
+    p = step.params
+    after = [(t, ts, d) for t, ts, d in messages if start - 1e-3 <= ts <= end + 1e-3]
+    if step.kind == StepKind.WAIT:
+        return start + p["duration"] / scale
+    if step.kind == StepKind.IV_SCAN:
+        return start + p["profile"].physical_s() / scale
+    if step.kind == StepKind.PROMPT:
+        return min((a for a in acks if a >= start), default=end)
+    if step.kind == StepKind.CHILLER:
+        want = "RUNNING" if p["action"] == "start" else "STOPPED"
+        before = [d for t, ts, d in messages if t == "julabo/status" and ts < start]
+        if before and before[-1].get("state") == want:
+            return start
+        return next((ts for t, ts, d in after if t == "julabo/status" and d.get("state") == want), end)
+    if step.kind == StepKind.TEMPERATURE:
+        sensor = p["sensor"].split(":", 1)[1]
+        readings = [(ts, d["temperature"]) for t, ts, d in after if t == f"env/{sensor}"]
+        stable = p["stable_for"] / scale
+        since = None
+        for ts, temp in readings:
+            if abs(temp - p["target"]) <= p["tolerance"]:
+                since = ts if since is None else since
+                if ts - since >= stable:
+                    return since + stable
+            else:
+                since = None
+        return since + stable if since is not None else end
+    if step.kind == StepKind.POWER:
+        targets = TARGET_STATES[PowerAction(p["action"])]
+        state: dict[str, str] = {}
+        for t, ts, d in messages:
+            if t.startswith("caen/status/module/") and ts <= end + 1e-3:
+                state[t.rsplit("/", 1)[1]] = d.get("state")
+                if ts >= start and all(state.get(m) in targets for m in step.modules):
+                    return ts
+        return end
+    if step.kind == StepKind.CALIBRATION:
+        busy = False
+        for t, ts, d in after:
+            if t == "ph2acf/status":
+                if d.get("state") not in ("IDLE", "ERROR"):
+                    busy = True
+                elif busy:
+                    return ts
+        return end
+    return end
+
+
+def analyse(recipe: Recipe, bench: Bench) -> dict[str, Any]:
+    scale = bench.scale
+    with bench._lock:
+        messages = sorted(bench.messages, key=lambda x: x[1])
+    windows = [w for w in step_windows(messages) if w["end"] is not None]
+    per_kind: dict[str, dict[str, float]] = defaultdict(lambda: {"n": 0, "physical_s": 0.0, "added_s": 0.0})
+    steps = []
+    for w in windows:
+        step = recipe.steps[w["index"]]
+        ready = min(max(ready_at(step, w["start"], w["end"], messages, scale, bench.acks), w["start"]), w["end"])
+        physical, added = (ready - w["start"]) * scale, (w["end"] - ready) * scale
+        k = per_kind[step.kind.value]
+        k["n"] += 1
+        k["physical_s"] += physical
+        k["added_s"] += added
+        steps.append(
+            {
+                "step": w["index"] + 1,
+                "name": step.name,
+                "kind": step.kind.value,
+                "physical_s": round(physical, 2),
+                "added_s": round(added, 2),
+            }
+        )
+    gaps = sum(max(b["start"] - a["end"], 0.0) for a, b in itertools.pairwise(windows)) * scale
+    physical = sum(k["physical_s"] for k in per_kind.values())
+    added = sum(k["added_s"] for k in per_kind.values()) + gaps
+    elapsed = (windows[-1]["end"] - windows[0]["start"]) * scale if windows else 0.0
+    return {
+        "steps_measured": len(windows),
+        "elapsed_s": round(elapsed, 1),
+        "physical_s": round(physical, 1),
+        "added_s": round(added, 1),
+        "added_pct": round(100 * added / physical, 3) if physical else None,
+        "gaps_between_steps_s": round(gaps, 2),
+        "added_real_ms_per_step": round(1000 * added / scale / max(len(windows), 1), 2),
+        "by_kind": {
+            k: {
+                "n": v["n"],
+                "physical_s": round(v["physical_s"], 1),
+                "added_s": round(v["added_s"], 1),
+                "added_real_ms_per_step": round(1000 * v["added_s"] / scale / v["n"], 2),
+            }
+            for k, v in sorted(per_kind.items())
+        },
+        "worst_steps": sorted(steps, key=lambda s: -s["added_s"])[:8],
+    }
+
+
+def iv_points(bench: Bench) -> dict[str, Any]:
+    """The IV step against its physical time, and the per-point cadence of the scan."""
+    with bench._lock:
+        messages = sorted(bench.messages, key=lambda x: x[1])
+    scan = [d for t, ts, d in messages if t == "burnin/event" and d.get("kind") == "iv_scan"]
+    return {"outcomes": scan[-1].get("outcomes") if scan else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("iv", "standard"))
+    ap.add_argument("--time-scale", type=float, default=None, help="default: 5 (iv), 300 (standard)")
+    ap.add_argument("--run-seconds", type=float, default=20.0, help="a simulated calibration run (simulated s)")
+    ap.add_argument("--keep", action="store_true", help="keep the stack's folder (logs)")
+    args = ap.parse_args(argv)
+    scale = args.time_scale or (5.0 if args.mode == "iv" else 300.0)
+    var = Path(tempfile.mkdtemp(prefix=f"burnin-bench-{args.mode}-"))
+    recipe_name = "iv-bench" if args.mode == "iv" else "standard-burnin"
+    load0 = os.getloadavg()
+    bench = Bench(var, scale, args.run_seconds)
+    try:
+        bench.ready()
+        settings = parse_settings({k: v for k, v in load_yaml(bench.paths["burnin"]).items() if k != "mqtt"})
+        recipe = load_recipe((var / "recipes" / f"{recipe_name}.yml").read_text(), settings)
+        t0, cpu0 = time.time(), cpu_seconds(bench.proc.pid)
+        final = bench.run(recipe_name, timeout=3600)
+        wall = time.time() - t0
+        cpu1 = cpu_seconds(bench.proc.pid)
+        cpu = {k: round((cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / wall * 100, 1) for k in sorted(cpu1)}
+        time.sleep(0.5)
+        result: dict[str, Any] = {
+            "bench": f"burnin_{args.mode}",
+            "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+            f"{platform.python_version()}",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "time_scale": scale,
+            "modules": len(MODULES),
+            "recipe": recipe_name,
+            "final_state": final["state"],
+            "real_s": round(wall, 1),
+            "loadavg_before": [round(x, 2) for x in load0],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "cpu_pct_during_run": cpu,
+            **analyse(recipe, bench),
+        }
+        if args.mode == "iv":
+            iv = next(s for s in recipe.steps if s.kind == StepKind.IV_SCAN)
+            phys = iv.params["profile"].physical_s()
+            windows = step_windows(sorted(bench.messages, key=lambda x: x[1]))
+            w = next(w for w in windows if w["index"] == iv.index)
+            took = (w["end"] - w["start"]) * scale
+            result["iv"] = {
+                "physical_s": phys,
+                "took_s": round(took, 2),
+                "longer_pct": round(100 * (took / phys - 1), 2),
+                "points": len(iv.params["profile"].points),
+                "added_real_ms_per_point": round(1000 * (took - phys) / scale / len(iv.params["profile"].points), 2),
+                **iv_points(bench),
+            }
+    finally:
+        if args.keep:
+            with (var / "messages.jsonl").open("w") as f:
+                for topic, ts, doc in bench.messages:
+                    f.write(json.dumps({"topic": topic, "ts": ts, "doc": doc}) + "\n")
+        bench.close()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"burnin_{args.mode}_x{scale:g}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "worst_steps"}, indent=2))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(var, ignore_errors=True)
+    else:
+        print(f"stack folder kept: {var}")
+    return 0 if result["final_state"] == "DONE" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

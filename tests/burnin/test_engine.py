@@ -349,3 +349,23 @@ def test_lv_off_right_after_an_iv_scan_waits_for_the_scan_to_finish_ramping_down
     run(eng, stand, 600, dt=0.05, until=lambda: eng.state != State.RUNNING)
     assert eng.state == State.DONE, eng.status()
     assert [h.outcome for h in eng.history] == ["done"] * 5
+
+
+def test_settling_counts_from_when_the_channel_got_there_not_from_when_the_news_arrived():
+    """A status document reaches the sequencer some time after the crate read it (transport, a busy machine):
+    the settle time runs from the reading's own time stamp, never from before the point was asked for."""
+    from burnin.iv import IvScan
+    from burnin.recipe import IvProfile
+    from burnin.world import Source
+
+    scan = IvScan(IvProfile(points=(-100.0, -120.0), settle_s=1.0, ramp_v_per_s=10.0), {"m": 10.0})
+    scan.begin(0.0, {"m": 300.0})
+    doc = {"state": "HV_ON", "hv_vmon": 100.0, "hv_imon": 0.1, "ts": 0.0}
+    scan.tick(10.3, {"m": Source(doc, at=10.3, stamped=10.0)}, {})  # read at 10.0, heard of at 10.3
+    assert scan.next_due() == pytest.approx(11.0)
+    assert scan.tick(11.0, {"m": Source(doc, at=10.3, stamped=10.0)}, {})  # the point, and the next V0Set
+    assert scan.scans["m"].points[0].t == 11.0
+    # a time stamp from before the point was asked for (a skewed clock) cannot shorten the settling
+    doc2 = {**doc, "hv_vmon": 120.0}
+    scan.tick(13.5, {"m": Source(doc2, at=13.5, stamped=5.0)}, {})
+    assert scan.next_due() == pytest.approx(12.0)

@@ -52,6 +52,10 @@ class Clock:
     def now(self) -> float:
         return self._epoch + (time.monotonic() - self._t0) * self.scale
 
+    def ago(self, wall_s: float, now: float | None = None) -> float:
+        """Clock time ``wall_s`` real seconds before ``now`` (default: now)."""
+        return (self.now() if now is None else now) - wall_s * self.scale
+
     def real_s(self, until: float) -> float:
         """Real seconds from now until clock time ``until`` (0 if past)."""
         return max((until - self.now()) / self.scale, 0.0)
@@ -163,7 +167,7 @@ class BurninApp:
 
     def world(self) -> World:
         """The World as received, ages from the documents' own ``ts`` on the wall clock."""
-        wall = time.time()
+        wall, now = time.time(), self.clock.now()
         r = self.settings.roots
 
         def src(topic: str) -> Source:
@@ -171,8 +175,10 @@ class BurninApp:
             if doc is None:
                 return Source()
             ts = doc.get("ts")
-            age = wall - ts if isinstance(ts, (int, float)) else wall - received
-            return Source(doc, max(age, 0.0), at)
+            age = max(wall - ts if isinstance(ts, (int, float)) else wall - received, 0.0)
+            # when the reading was taken, on the engine clock: never after its arrival
+            stamped = min(at, self.clock.ago(age, now)) if isinstance(ts, (int, float)) else None
+            return Source(doc, age, at, stamped)
 
         modules: dict[str, Source] = {}
         channels: dict[str, Source] = {}

@@ -188,7 +188,8 @@ class IvScan:
             )
         if s.phase == Phase.RAMP:
             if abs(abs(vmon) - target) <= self.profile.reach_tolerance_v and src.at >= s.since:
-                s.phase, s.since = Phase.SETTLE, now
+                # settling starts when the channel was there (the reading's own time), not when we heard of it
+                s.phase, s.since = Phase.SETTLE, min(max(src.when, s.since), now)
                 return []
             previous = abs(self.profile.points[s.index - 1]) if s.index else 0.0
             allowed = abs(target - previous) / self.profile.ramp_v_per_s * 2 + REACH_MARGIN_S

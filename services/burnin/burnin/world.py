@@ -20,6 +20,12 @@ class Source:
     doc: Mapping[str, Any] | None = None
     age_s: float = math.inf  #: wall-clock seconds since the document's own ``ts``
     at: float = -math.inf  #: engine-clock time the document was received
+    stamped: float | None = None  #: engine-clock time of the document's own ``ts`` (None: unknown, use ``at``)
+
+    @property
+    def when(self) -> float:
+        """Engine-clock time the reading was taken: its own time stamp where known, else its arrival."""
+        return self.stamped if self.stamped is not None else self.at
 
     def fresh(self, stale_s: float) -> bool:
         return self.doc is not None and self.age_s <= stale_s

@@ -91,7 +91,11 @@ def write_stand(var: Path, scale: float) -> dict[str, Path]:
     paths["caen_sim"].write_text(sim[: sim.index("channels:")])  # every sensor without breakdown
     recipes = var / "recipes"
     recipes.mkdir(exist_ok=True)
-    (recipes / "standard-burnin.yml").write_text((REPO / "services/burnin/recipes/standard-burnin.yml").read_text())
+    # the simulation stack's Ph2_ACF simulator runs the inner-tracker flavour: the standard recipe's outer-tracker
+    # module tests become runs of the same length under IT names (a calibration lasts --run-seconds either way)
+    standard = (REPO / "services/burnin/recipes/standard-burnin.yml").read_text()
+    standard = standard.replace("calibration: calibrationandpedenoise,", "calibration: scurve,")
+    (recipes / "standard-burnin.yml").write_text(standard.replace("calibration: pedenoise,", "calibration: noise,"))
     (recipes / "iv-bench.yml").write_text(IV_RECIPE)
     mods = "".join(f"  {m}: {{hv_limit_v: 800, compliance_ua: 10, bias_v: 300}}\n" for m in MODULES)
     paths["burnin"].write_text(

@@ -369,3 +369,21 @@ def test_settling_counts_from_when_the_channel_got_there_not_from_when_the_news_
     doc2 = {**doc, "hv_vmon": 120.0}
     scan.tick(13.5, {"m": Source(doc2, at=13.5, stamped=5.0)}, {})
     assert scan.next_due() == pytest.approx(12.0)
+
+
+def test_under_a_time_scale_a_point_is_not_failed_for_messages_still_in_flight():
+    """The allowance for a command and its status to travel is real time (like the reply timeout): at time
+    scale 300, 0.2 s of real latency are 60 s on the sequencer's clock and must not fail the scan."""
+    from burnin.iv import IvScan, ScanOutcome
+    from burnin.recipe import IvProfile
+    from burnin.world import Source
+
+    def scan_after(real_s: float) -> IvScan:
+        scan = IvScan(IvProfile(points=(0.0, -10.0)), {"m": 10.0}, real_s=real_s)
+        scan.begin(0.0, {"m": 300.0})
+        old = {"state": "LV_ON", "hv_vmon": 0.0, "hv_imon": 0.0}
+        scan.tick(60.0, {"m": Source(old, at=-1.0)}, {})  # nothing new heard for 60 s of engine time
+        return scan
+
+    assert scan_after(1.0).scans["m"].outcome == ScanOutcome.FAILED  # a real minute: something is wrong
+    assert scan_after(300.0).scans["m"].outcome == ScanOutcome.RUNNING  # 0.2 s real: still in flight

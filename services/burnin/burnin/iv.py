@@ -22,7 +22,8 @@ from .recipe import IvProfile
 from .world import Command, Source
 
 SAFE_V = 10.0  #: |VMon| below which a ramped-down module is switched off
-REACH_MARGIN_S = 30.0  #: extra time allowed to reach a point beyond |dV| / ramp speed x 2
+REACH_MARGIN_S = 30.0  #: extra (real) time allowed to reach a point beyond |dV| / ramp speed x 2
+STATE_GRACE_S = 5.0  #: (real) time a module may show a non-HV state after the scan switched HV on
 
 
 class ScanOutcome(StrEnum):
@@ -84,8 +85,12 @@ class IvScan:
         compliance_ua: Mapping[str, float],
         polarity: int = -1,
         temperature_of: Mapping[str, str | None] | None = None,
+        real_s: float = 1.0,
     ) -> None:
         self.profile = profile
+        #: engine seconds per real second: the allowances for messages in flight (REACH_MARGIN_S, the grace for
+        #: a module state) are real time, like the reply timeout, and grow with a simulation's time scale
+        self.real_s = real_s
         self.polarity = polarity
         self.temperature_of = dict(temperature_of or {})
         self.scans = {m: ModuleScan(m, c, None) for m, c in compliance_ua.items()}
@@ -166,14 +171,14 @@ class IvScan:
             if state in ("OFF", "LV_ON", "TRIPPED") or (vmon is not None and abs(vmon) <= SAFE_V):
                 s.phase = Phase.FINISHED
                 return [Command("caen", "hv_off", {"modules": [s.module]}, key=f"iv:off:{s.module}"), *self._restore(s)]
-            if now - s.since > abs(self.profile.points[-1]) / self.profile.ramp_v_per_s * 2 + REACH_MARGIN_S:
+            if now - s.since > abs(self.profile.points[-1]) / self.profile.ramp_v_per_s * 2 + self._margin():
                 s.phase = Phase.FINISHED
                 s.reason += "; ramp down too slow: switched off"
                 return [Command("caen", "hv_off", {"modules": [s.module]}, key=f"iv:off:{s.module}"), *self._restore(s)]
             return []
         if state == "TRIPPED":
             return self._stop(s, now, ScanOutcome.TRIPPED, "HV channel tripped")
-        if state in ("OFF", "DISCONNECTED", "MIXED", "LV_RAMP_DOWN") and now - s.since > 5.0:
+        if state in ("OFF", "DISCONNECTED", "MIXED", "LV_RAMP_DOWN") and now - s.since > STATE_GRACE_S * self.real_s:
             return self._stop(s, now, ScanOutcome.FAILED, f"module state {state}")
         if vmon is None or imon is None:
             return []
@@ -192,7 +197,7 @@ class IvScan:
                 s.phase, s.since = Phase.SETTLE, min(max(src.when, s.since), now)
                 return []
             previous = abs(self.profile.points[s.index - 1]) if s.index else 0.0
-            allowed = abs(target - previous) / self.profile.ramp_v_per_s * 2 + REACH_MARGIN_S
+            allowed = abs(target - previous) / self.profile.ramp_v_per_s * 2 + self._margin()
             if now - s.since > allowed:
                 return self._stop(
                     s,
@@ -229,6 +234,9 @@ class IvScan:
             return self._stop(s, now, ScanOutcome.DONE, "all points measured")
         s.phase, s.since = Phase.RAMP, now
         return [_set(s.module, "V0Set", abs(self.profile.points[s.index]))]
+
+    def _margin(self) -> float:
+        return REACH_MARGIN_S * self.real_s
 
     def _breakdown(self, s: ModuleScan) -> bool:
         if len(s.points) < 2:

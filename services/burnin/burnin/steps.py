@@ -337,7 +337,9 @@ class IvRunner(Runner):
         prof = self.step.params["profile"]
         comp = self.step.params.get("compliance_ua") or prof.compliance_ua
         s = ctx.settings
-        self.scan = IvScan(prof, {m: comp or s.modules[m].compliance_ua for m in mods}, s.limits.hv_polarity)
+        self.scan = IvScan(
+            prof, {m: comp or s.modules[m].compliance_ua for m in mods}, s.limits.hv_polarity, real_s=s.time_scale
+        )
         v0 = {}
         for m in mods:
             ch = w.modules[m].get("hv_channel")

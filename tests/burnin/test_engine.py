@@ -387,3 +387,24 @@ def test_under_a_time_scale_a_point_is_not_failed_for_messages_still_in_flight()
 
     assert scan_after(1.0).scans["m"].outcome == ScanOutcome.FAILED  # a real minute: something is wrong
     assert scan_after(300.0).scans["m"].outcome == ScanOutcome.RUNNING  # 0.2 s real: still in flight
+
+
+def test_under_a_time_scale_a_power_step_waits_at_least_30_real_seconds_for_the_crate():
+    from burnin.world import Reply
+
+    class DeafCrate(Stand):
+        def apply(self, cmd):  # accepts lv_on but the modules never come on
+            return Reply(True, result={}) if cmd.name == "lv_on" else super().apply(cmd)
+
+    def outcome(scale: float) -> State:
+        settings = parse_settings({"modules": {"module_0": {}, "module_1": {}}, "time_scale": scale})
+        text = "name: t\nsteps:\n  - chiller: start\n  - power: {action: lv_on, timeout: 60}\n"
+        stand = DeafCrate()
+        eng = Engine(settings)
+        eng.start(load_recipe(text, settings), "bi-1", "alice", "", stand.now, stand.world())
+        pump(eng, stand)
+        run(eng, stand, 600, until=lambda: eng.state != State.RUNNING)
+        return eng.state
+
+    assert outcome(1.0) == State.ABORTING  # 60 s without LV: something is wrong, to the safe state
+    assert outcome(300.0) == State.RUNNING  # 600 engine s are 2 real s at scale 300: messages may be in flight

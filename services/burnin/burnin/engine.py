@@ -26,7 +26,7 @@ from transitions import Machine
 
 from .recipe import Recipe
 from .settings import BurninSettings
-from .steps import HV_IS_OFF, Progress, PromptRunner, Runner, Verdict, dew_floor, runner_for
+from .steps import HV_IS_OFF, MIN_REAL_TIMEOUT_S, Progress, PromptRunner, Runner, Verdict, dew_floor, runner_for
 from .tracker import Status, Tracker
 from .world import Command, Reply, World
 
@@ -568,7 +568,8 @@ class Engine:
             self.message = f"aborted: {self.abort_reason}; stand in the safe state"
             self._fire(Trigger.SAFE, self.message)
             return
-        if self.state == State.ABORTING and self.now - self._abort_since > ABORT_PHASE_TIMEOUT_S:
+        limit = max(ABORT_PHASE_TIMEOUT_S, MIN_REAL_TIMEOUT_S * self.settings.time_scale)
+        if self.state == State.ABORTING and self.now - self._abort_since > limit:
             self._abort_fail(
                 f"safe shutdown phase {self._abort_phase} not confirmed within {ABORT_PHASE_TIMEOUT_S:g} s "
                 f"(modules {states})"

@@ -22,6 +22,10 @@ TARGET_STATES = {
     PowerAction.LV_OFF: frozenset({"OFF"}),
 }
 SETPOINT_INDEX = 1
+#: A step that waits for a device answers at the earliest after this much REAL time: commands and status
+#: messages travel in real time, so under a simulation's time scale K a step timeout is at least K times this
+#: (the same rule as the reply timeout). At scale 1 it is below every step timeout and changes nothing.
+MIN_REAL_TIMEOUT_S = 30.0
 IV_HV_OFF_TIMEOUT_S = 120.0  #: after an IV scan, wait this long for HV off before the next step (it checks again)
 
 
@@ -126,6 +130,11 @@ class Runner:
     def interrupt(self, ctx: StepContext, reason: str) -> None:
         """Stop what this step started (pause, hold, skip, abort). Default: nothing to undo."""
 
+    def _timed_out(self, ctx: StepContext, now: float, timeout_s: float) -> bool:
+        """The step has run longer than ``timeout_s`` (engine time), but never before ``MIN_REAL_TIMEOUT_S`` of
+        real time."""
+        return now - (self.started or now) > max(timeout_s, MIN_REAL_TIMEOUT_S * ctx.settings.time_scale)
+
     def _failed(self, ctx: StepContext, key: str) -> Progress | None:
         status, error = ctx.sent(key)
         if status == "failed":
@@ -167,7 +176,7 @@ class PowerRunner(Runner):
         waiting = [f"{m} ({s})" for m, s in states.items() if s not in TARGET_STATES[action] and s != "TRIPPED"]
         if ctx.sent("power")[0] == "ok" and not waiting:
             return Progress(Verdict.DONE, f"{action.value} done")
-        if now - (self.started or now) > self.step.params["timeout"]:
+        if self._timed_out(ctx, now, self.step.params["timeout"]):
             return Progress(
                 Verdict.ABORT,
                 f"{action.value} not reached within {self.step.params['timeout']:g} s: {', '.join(waiting)}",
@@ -194,7 +203,7 @@ class ChillerRunner(Runner):
         want = "RUNNING" if self.step.params["action"] == ChillerAction.START else "STOPPED"
         if ctx.sent("chiller")[0] == "ok" and ctx.world.julabo.get("state") == want:
             return Progress(Verdict.DONE, f"chiller {want}")
-        if now - (self.started or now) > self.step.params["timeout"]:
+        if self._timed_out(ctx, now, self.step.params["timeout"]):
             return Progress(Verdict.ABORT, f"chiller not {want} within {self.step.params['timeout']:g} s")
         return Progress(message=f"waiting for the chiller to be {want}")
 
@@ -366,7 +375,7 @@ class IvRunner(Runner):
                 return self._start(ctx, now)
             if any(st not in LV_IS_ON for st in states):
                 return Progress(Verdict.WAIT_OPERATOR, f"IV scan needs LV on: module states {states}")
-            if now - (self.started or now) > 900.0:
+            if self._timed_out(ctx, now, 900.0):
                 return Progress(Verdict.ABORT, "HV did not go off before the IV scan within 900 s")
             return Progress(message="IV scan: waiting for HV off")
         assert self.scan is not None
@@ -476,7 +485,7 @@ class CalibrationRunner(Runner):
                     doc,
                 )
             return Progress(message="reading the run outcome")
-        if now - (self.started or now) > self.step.params["timeout"]:
+        if self._timed_out(ctx, now, self.step.params["timeout"]):
             self.interrupt(ctx, "timeout")
             return Progress(
                 Verdict.WAIT_OPERATOR, f"calibration not finished within {self.step.params['timeout']:g} s (aborted)"

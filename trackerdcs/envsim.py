@@ -8,7 +8,9 @@ this so the dew-point interlock and the burn-in sequencer have inputs: ``{"tempe
   ``--humidity`` and falls under dry air towards ``--dry-humidity`` with the time constant ``--dry-tau``
   (``--no-dry-air``: it stays where it started), so a cold step can be seen held until the air is dry.
 * Carrier sensors (``--carrier``): clipped to the module carriers, their temperature follows the chiller's bath
-  (read from julabo-sim's control port, ``--chiller-control``) with the time constant ``--carrier-tau``.
+  (read from julabo-sim's control port, ``--chiller-control``) with the time constant ``--carrier-tau``,
+  settling a little towards the air (``--carrier-coupling``): about 2 K above a -36 C bath, as the heat the
+  modules dissipate keeps a real carrier above its coolant.
 * ``--time-scale K``: simulated seconds per real second (drying, carrier lag, drift), as in the device
   simulators; the documents' ``ts`` stay wall-clock times.
 """
@@ -65,6 +67,14 @@ def follow(temperature: float, target: float, dt: float, tau_s: float) -> float:
     return temperature + (target - temperature) * (1.0 - math.exp(-dt / tau_s))
 
 
+def carrier_target(bath: float | None, ambient: float, coupling: float) -> float:
+    """Where a carrier settles: on the bath, pulled towards the air by the heat that leaks in (the modules' own
+    power and the box): ``ambient + coupling * (bath - ambient)``. No bath reading: the air temperature."""
+    if bath is None:
+        return ambient
+    return ambient + coupling * (bath - ambient)
+
+
 class ChillerLink:
     """Reads the bath temperature from julabo-sim's control port (``state``), one connection kept open."""
 
@@ -109,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, help="real seconds between air readings")
     p.add_argument("--carrier", action="append", default=[], help="carrier sensor following the chiller")
     p.add_argument("--carrier-tau", type=float, default=120.0, help="carrier time constant, simulated s")
+    p.add_argument(
+        "--carrier-coupling",
+        type=float,
+        default=0.96,
+        help="carrier = air + coupling x (bath - air) when settled (default 0.96: 2 K above a -36 C bath)",
+    )
     p.add_argument("--carrier-interval", type=float, default=1.0, help="real seconds between carrier readings")
     p.add_argument("--chiller-control", metavar="[HOST:]PORT", help="julabo-sim's control port (for carriers)")
     p.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.carrier and now >= next_carrier:
             next_carrier += args.carrier_interval
             bath = link.bath() if link is not None else None
-            target = bath if bath is not None else args.temperature
+            target = carrier_target(bath, args.temperature, args.carrier_coupling)
             carrier_temp = target if carrier_temp is None else follow(carrier_temp, target, (now - last) * scale,
                                                                        args.carrier_tau)  # fmt: skip
             last = now

@@ -408,3 +408,23 @@ def test_under_a_time_scale_a_power_step_waits_at_least_30_real_seconds_for_the_
 
     assert outcome(1.0) == State.ABORTING  # 60 s without LV: something is wrong, to the safe state
     assert outcome(300.0) == State.RUNNING  # 600 engine s are 2 real s at scale 300: messages may be in flight
+
+
+def test_a_cold_approach_that_undershot_is_not_driven_further_away():
+    """Approaching -34 C with the setpoint overdriven to -39 C, the carrier may overshoot below -35 C: then the
+    hold offset applies (setpoint -36 C), never the overdrive again."""
+    text = (
+        "name: t\nsteps:\n  - chiller: start\n"
+        "  - temperature: {target: -34, sensor: bath, tolerance: 1, stable_for: 5, timeout: 1h,"
+        " approach_offset: -5, hold_offset: -2}\n"
+    )
+    settings = parse_settings({"modules": {"module_0": {}}, "limits": {"setpoint_min": -40}})
+    stand = Stand(bath=20.0, rh=0.1)
+    eng = Engine(settings)
+    eng.start(load_recipe(text, settings), "bi-1", "alice", "", stand.now, stand.world())
+    pump(eng, stand)
+    run(eng, stand, 5)
+    assert stand.setpoint == -39.0  # overdrive on the way down
+    stand.bath = -37.0  # overshoot
+    run(eng, stand, 1)
+    assert stand.setpoint == -36.0

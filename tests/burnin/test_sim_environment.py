@@ -81,3 +81,12 @@ def test_dcs_sim_hands_the_time_scale_to_every_simulator_and_the_sequencer(tmp_p
     assert float(specs["ph2acf-sim"].env["PH2ACF_SIM_DURATION"]) == pytest.approx(20.0 / 300)
     julabo_cfg = Path(specs["julabo-fsm"].argv[-1])
     assert yaml.safe_load(julabo_cfg.read_text())["julabo"]["limits"]["setpoint_min"] == -40.0
+
+
+@pytest.mark.fast
+def test_a_carrier_settles_about_2_k_above_a_cold_bath_as_the_standard_recipes_hold_offset_expects():
+    from trackerdcs.envsim import carrier_target
+
+    assert carrier_target(-36.0, 20.0, 0.96) == pytest.approx(-33.76)  # within 1 K of the -34 C plateau
+    assert carrier_target(22.0, 20.0, 0.96) == pytest.approx(21.92)  # warm plateau: hold offset 0
+    assert carrier_target(None, 20.0, 0.96) == 20.0

@@ -249,7 +249,10 @@ class TemperatureRunner(Runner):
             return Progress(Verdict.WAIT_OPERATOR, f"dew point unknown: {why}")
         target = p["target"]
         near = abs(temp - target) <= p["tolerance"]
-        wanted = target + (p["hold_offset"] if near else p["approach_offset"])
+        # overdrive (approach_offset) only towards the target: past it (an overshoot) the hold offset applies,
+        # else a cold approach that undershot would be driven further away for ever
+        towards = (p["approach_offset"] < 0 and temp > target) or (p["approach_offset"] > 0 and temp < target)
+        wanted = target + (p["approach_offset"] if towards and not near else p["hold_offset"])
         wanted = min(max(wanted, s.limits.setpoint_min), s.limits.setpoint_max)
         setpoint = wanted
         limited = wanted < floor

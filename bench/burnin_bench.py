@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": [round(x, 2) for x in load0],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "cpu_pct_during_run": cpu,
+            "burnin_loop_latency_ms": final.get("loop_latency"),
             **analyse(recipe, bench),
         }
         if args.mode == "iv":

@@ -11,6 +11,7 @@ For the operator UI (retained): ``<root>/status/steps`` (every step with its out
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -80,6 +81,9 @@ class BurninApp:
         self._lock = self.engine.lock
         self._stop = threading.Event()
         self._published_at = 0.0
+        self._woken_at: float | None = None
+        self._tick_ms: collections.deque[float] = collections.deque(maxlen=2000)  #: a tick and its outputs
+        self._wake_ms: collections.deque[float] = collections.deque(maxlen=2000)  #: message -> tick, real ms
         self._wake = threading.Event()  #: set by every status message and reply: the loop ticks at once
         self._thread: threading.Thread | None = None
         r = settings.roots
@@ -159,10 +163,15 @@ class BurninApp:
                 if self._pending.pop(ident, None) is not None:
                     reply = Reply(bool(doc.get("ok")), doc.get("error"), doc.get("result"))
                     self.engine.on_reply(ident, reply, self.clock.now())
-                    self._wake.set()
+                    self._wake_now()
             return
         self._latest[topic] = (doc, time.time(), self.clock.now())
         if not topic.startswith(self._channel_prefix):  # channel documents are read, never waited for
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        if not self._wake.is_set():
+            self._woken_at = time.monotonic()
             self._wake.set()
 
     def world(self) -> World:
@@ -211,6 +220,9 @@ class BurninApp:
                 timeout = min(TICK_S, self.clock.real_s(self.engine.next_tick()))
             self._wake.wait(timeout)
             self._wake.clear()
+            woken, self._woken_at = self._woken_at, None
+            if woken is not None:
+                self._wake_ms.append((time.monotonic() - woken) * 1000)
             if self._stop.is_set():
                 break
             if time.monotonic() >= next_replay:
@@ -218,8 +230,10 @@ class BurninApp:
                 self._replay_spool()
             try:
                 with self._lock:
+                    t0 = time.monotonic()
                     self.engine.tick(self.clock.now(), self.world())
                     self._handle(self.engine.drain())
+                    self._tick_ms.append((time.monotonic() - t0) * 1000)
             except Exception:  # a bug must not stop the loop silently: keep going, say so
                 log.exception("burn-in loop error")
                 self.svc.health.error("burn-in loop error (see log)")
@@ -299,6 +313,19 @@ class BurninApp:
             "interlock": dict(w.interlock.doc) if w.interlock.doc else None,
         }
 
+    def latency(self) -> dict[str, Any]:
+        """How fast the loop reacts (real ms, the last 2000): from a status message or reply to the tick that
+        sees it, and a tick with its outputs (journal, commands, events, documents)."""
+
+        def pct(values: list[float], q: float) -> float | None:
+            return round(sorted(values)[min(len(values) - 1, int(q * len(values)))], 2) if values else None
+
+        wake, tick = list(self._wake_ms), list(self._tick_ms)
+        return {
+            "wake_ms_p50": pct(wake, 0.5), "wake_ms_p95": pct(wake, 0.95), "wake_ms_max": pct(wake, 1.0),
+            "tick_ms_p50": pct(tick, 0.5), "tick_ms_p95": pct(tick, 0.95), "tick_ms_max": pct(tick, 1.0),
+        }  # fmt: skip
+
     def status(self) -> dict[str, Any]:
         return {**self.engine.status(), "time_scale": self.settings.time_scale, "spooled": self.store.spooled()}
 
@@ -368,7 +395,14 @@ class BurninApp:
         svc.add_command(
             "plan", self._cmd_plan, [Arg("recipe", str), Arg("modules", list, required=False, item_kind=str)]
         )
-        svc.add_command("status", lambda a: {**self.status(), "history": [vars(h) for h in self.engine.history[-50:]]})
+        svc.add_command(
+            "status",
+            lambda a: {
+                **self.status(),
+                "history": [vars(h) for h in self.engine.history[-50:]],
+                "loop_latency": self.latency(),
+            },
+        )
         svc.add_command(
             "recipes", lambda a: {"recipes": sorted(p.stem for p in self.settings.recipes_dir.glob("*.yml"))}
         )

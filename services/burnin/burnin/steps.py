@@ -330,6 +330,7 @@ class IvRunner(Runner):
         self.preparing = False
         self.n = 0
         self.keys: list[str] = []
+        self.open_keys: set[str] = set()  #: keys whose command has no outcome yet
 
     def begin(self, ctx: StepContext, now: float) -> Progress:
         w, mods = ctx.world, self.step.modules
@@ -366,6 +367,7 @@ class IvRunner(Runner):
             self.n += 1
             key = f"{c.key}#{self.n}"
             self.keys.append(key)
+            self.open_keys.add(key)
             ctx.send(Command(c.service, c.name, c.args, key=key))
 
     def run(self, ctx: StepContext, now: float) -> Progress:
@@ -382,16 +384,19 @@ class IvRunner(Runner):
                 return Progress(Verdict.ABORT, "HV did not go off before the IV scan within 900 s")
             return Progress(message="IV scan: waiting for HV off")
         assert self.scan is not None
-        for key in self.keys:
-            failed = self._failed(ctx, key)
-            if failed:
+        for key in list(self.open_keys):  # only commands still in flight: a scan sends hundreds
+            status, error = ctx.sent(key)
+            if status == "failed":
+                failed = Progress(Verdict.ABORT, f"{self.step.label()}: command failed after retries: {error}")
                 self.interrupt(ctx, failed.message)
                 return failed
+            if status == "ok":
+                self.open_keys.discard(key)
         temps = {m: sensor_temperature(f"module:{m}", ctx.settings, ctx.world)[0] for m in self.step.modules}
         self._send(ctx, self.scan.tick(now, ctx.world.modules, temps))
         ctx.wake(self.scan.next_due())
         if self.scan.finished:
-            if any(ctx.sent(k)[0] == "pending" for k in self.keys):
+            if self.open_keys:
                 return Progress(message="IV scan: waiting for the last replies")
             # the scan ends with HV off: a module still ramping its last volts down is not done yet (LV off,
             # typically the next step, refuses a module whose HV is not off)

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trackerdcs import backup, deploytools
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings
-from trackerdcs.localbroker import free_port, wait_port
+from trackerdcs_devstack.localbroker import free_port, wait_port
+from trackerdcs_ops import backup, deploytools
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.serial]  # builds images: alone
 REPO = Path(__file__).resolve().parents[2]
@@ -230,7 +230,7 @@ def test_every_containers_liveness_probe_passes_inside_the_pod(pod: Pod) -> None
 
 @pytest.mark.timeout(120)
 def test_node_red_interlock_trips_on_the_stopped_chiller_and_rearms_after_start_and_acknowledge(pod: Pod) -> None:
-    if "node-red" not in pod.containers:  # a failure on CI (trackerdcs.cipolicy)
+    if "node-red" not in pod.containers:  # a failure on CI (trackerdcs_devstack.cipolicy)
         pytest.skip(f"Node-RED left out: {pod.left_out.get('node-red')}")
     ui = f"http://127.0.0.1:{pod.ui_port}"
     for path in ("/dashboard/", "/dashboard/socket.io/?EIO=4&transport=polling"):  # no login, no UI and no channel

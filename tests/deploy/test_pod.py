@@ -194,6 +194,32 @@ def test_every_container_that_can_run_here_is_up_and_the_others_are_named(pod: P
     assert set(policies.values()) == {"always"}, policies  # a crashed container comes back by itself
 
 
+@pytest.mark.timeout(180)
+def test_each_image_carries_its_own_dependency_set_and_not_the_others(pod: Pod) -> None:
+    """trackerdcs-<name> holds the core set plus pyproject's set <name>: its service starts (its entry module
+    imports), and a library only another image needs is absent (the CAEN image has no numpy, the chiller
+    simulator no state-machine library, no image the development or operations tooling)."""
+    cases = {
+        "caen-fsm": ("caen_fsm.main", "numpy"),
+        "caen-sim": ("caen_sim.main", "pymongo"),
+        "julabo-fsm": ("julabo_fsm.main", "epics"),
+        "julabo-sim": ("julabo_sim.main", "transitions"),
+        "ph2acf-bridge": ("ph2acf_bridge.main", "softioc"),
+        "ph2acf-sim": ("ph2acf_sim.server", "pymongo"),
+        "burnin": ("burnin.main", "numpy"),
+    }
+    code = (
+        "import importlib, importlib.util, sys; importlib.import_module(sys.argv[1]); "
+        "present = [m for m in sys.argv[2:] if importlib.util.find_spec(m)]; print(present); sys.exit(bool(present))"
+    )
+    for image, (entry, foreign) in cases.items():
+        done = podman(
+            "run", "--rm", f"localhost/trackerdcs-{image}:latest", "/opt/trackerdcs/venv/bin/python", "-c", code,
+            entry, foreign, "trackerdcs_ops", "trackerdcs_devstack", check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{image}: {done.stdout}{done.stderr}"
+
+
 @pytest.mark.timeout(120)
 def test_services_find_the_broker_and_their_simulated_devices(pod: Pod) -> None:
     with DcsClient(pod.settings("operator")) as client:

@@ -70,7 +70,7 @@ def test_shipped_example_loads():
         ({"global": {"hv": {"tripMode": 0}}}, "PDwn must be one of the labels Kill, Ramp, got 0"),  # no index
         ({"interlock": {"required": "no"}}, "interlock.required: expected true or false"),
         ({"interlock": {"stale_s": 0}}, "interlock.stale_s: input should be greater than 0"),
-        ({"interlock": {"on_silent": "ignore"}},  "interlock.on_silent: input should be 'hv_off' or 'alarm'"),
+        ({"interlock": {"on_silent": "ignore"}}, "interlock.on_silent: input should be 'hv_off' or 'alarm'"),
         ({"interlock": {"status_topic": "interlock/#"}}, "without wildcards"),
         ({"interlock": {"chiller_topic": "julabo/+"}}, "interlock.chiller_topic: a topic name without wildcards"),
         ({"interlock": {"stale": 3}}, r"interlock.stale: unknown key \(known: required, .*stale_s"),

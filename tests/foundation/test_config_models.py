@@ -66,7 +66,7 @@ SERVICES: dict[str, tuple[Callable[[dict[str, Any]], Any], dict[str, Any], str, 
         "ph2acf_bridge.main",
         "ph2acf_bridge.main.Bridge",
     ),
-    "burnin": (_burnin, {"modules": ["module_0"]}, "burnin.main", "burnin.app.BurninApp"),
+    "burnin": (_burnin, {"modules": {"module_0": {}}}, "burnin.main", "burnin.app.BurninApp"),
 }
 
 

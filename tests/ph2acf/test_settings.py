@@ -26,7 +26,10 @@ def test_defaults_follow_the_flavour() -> None:
         ({"ph2acf": {"tcp": {"prot": 5000}}}, "ph2acf.tcp.prot: unknown key"),
         ({"storage": {"mongo": {"url": "x"}}}, "storage.mongo.url: unknown key"),
         ({"storage": {"archive": "/x"}}, "storage.archive: unknown key"),
-        ({"ph2acf": {"base_dir": "/opt/Ph2_ACF", "tcp": {"port": "five"}}}, "ph2acf.tcp.port: expected an integer, got 'five'"),
+        (
+            {"ph2acf": {"base_dir": "/opt/Ph2_ACF", "tcp": {"port": "five"}}},
+            "ph2acf.tcp.port: expected an integer, got 'five'",
+        ),
         ({"ph2acf": {"base_dir": "/opt/Ph2_ACF", "refuse_when_interlock_tripped": "false"}}, "expected true or false"),
         ({"ph2acf": {"base_dir": "/opt/Ph2_ACF"}, "strage": {}}, "strage: unknown key"),
     ],

@@ -235,7 +235,6 @@ class CaenFile(ConfigModel):
     interlock: InterlockSection = InterlockSection()
 
 
-
 def _number(value: Any, integer: bool = False) -> float | int | None:
     if isinstance(value, bool):
         return None
@@ -339,8 +338,7 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
 
     global_settings = {"lv": file.global_.lv or {}, "hv": file.global_.hv or {}}
     kind_limits = {
-        kind: _resolve_limits(kind, _limits(getattr(file.limits, kind.value)), f"limits.{kind.value}")
-        for kind in Kind
+        kind: _resolve_limits(kind, _limits(getattr(file.limits, kind.value)), f"limits.{kind.value}") for kind in Kind
     }
     per_channel_limits = file.limits.channels or {}
 

@@ -162,22 +162,17 @@ def test_the_service_stops_with_one_line_naming_the_file_and_exit_status_2(
     assert "Traceback" not in err
 
 
-def test_the_shipped_and_deployed_configs_load(tmp_path: Path) -> None:
+def test_the_shipped_and_deployed_configs_load() -> None:
     """Strictness refuses nothing the project itself ships."""
     from trackerdcs.config import load_yaml
 
     repo = Path(__file__).parents[2]
-    env = {"PH2ACF_BASE_DIR": "/opt/Ph2_ACF"}
-    files = {
-        "caen-fsm": ["services/caen-fsm/example.yml", "deploy/config/caen-fsm.yml"],
-        "julabo-fsm": ["services/julabo-fsm/example.yml", "deploy/config/julabo-fsm.yml"],
-        "ph2acf-bridge": ["services/ph2acf-bridge/example.yml", "services/ph2acf-bridge/sim.yml"],
-        "burnin": ["services/burnin/sim.yml", "deploy/config/burnin.yml"],
-    }
-    for service, paths in files.items():
+    for service, paths in SHIPPED.items():
+        if service not in SERVICES:
+            continue
         load = SERVICES[service][0]
         for rel in paths:
-            config = load_yaml(repo / rel, env=env)
+            config = load_yaml(repo / rel, env={"PH2ACF_BASE_DIR": "/opt/Ph2_ACF"})
             MqttSettings.from_config(config.get("mqtt"), env={})
             assert load(config) is not None, rel
 
@@ -190,3 +185,54 @@ def test_the_environment_still_overrides_mqtt_settings_with_its_strings() -> Non
     assert settings.port == 1884 and settings.tls_insecure is False
     with pytest.raises(ConfigError, match="DCS_MQTT_KEEPALIVE"):
         MqttSettings.from_config({}, env={"DCS_MQTT_KEEPALIVE": "soon"})
+
+
+SHIPPED = {
+    "caen-fsm": ["services/caen-fsm/example.yml", "deploy/config/caen-fsm.yml"],
+    "julabo-fsm": ["services/julabo-fsm/example.yml", "deploy/config/julabo-fsm.yml"],
+    "ph2acf-bridge": ["services/ph2acf-bridge/example.yml", "services/ph2acf-bridge/sim.yml"],
+    "burnin": ["services/burnin/sim.yml", "deploy/config/burnin.yml"],
+    "dcs-audit": ["deploy/config/audit.yml"],
+}
+
+
+def test_the_published_schemas_are_current() -> None:
+    """docs/config-schema/*.json are what the models say (regenerate: python -m trackerdcs.configschema)."""
+    from trackerdcs import configschema
+
+    repo = Path(__file__).parents[2]
+    assert set(configschema.SERVICES) == set(SHIPPED)
+    assert configschema.stale(repo / "docs" / "config-schema") == []
+
+
+def test_the_published_schemas_accept_the_shipped_files_and_refuse_a_misspelled_key() -> None:
+    """An editor or CI checking a file against the published schema agrees with the service."""
+    import json
+
+    import jsonschema
+
+    from trackerdcs.config import load_yaml
+
+    repo = Path(__file__).parents[2]
+    for service, paths in SHIPPED.items():
+        schema = json.loads((repo / "docs" / "config-schema" / f"{service}.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        for rel in paths:
+            config = load_yaml(repo / rel, env={})
+            assert not list(validator.iter_errors(config)), rel
+            assert list(validator.iter_errors({**config, "limts": {}})), f"{rel} with limts:"
+
+
+def test_a_file_can_be_checked_before_it_is_deployed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from trackerdcs.configschema import main
+
+    repo = Path(__file__).parents[2]
+    assert main(["check", "julabo-fsm", str(repo / "services/julabo-fsm/example.yml")]) == 0
+    bad = tmp_path / "julabo.yml"
+    bad.write_text("julabo:\n  connection: /dev/ttyUSB0\n  restore_after_power_failure: 'false'\n")
+    assert main(["check", "julabo-fsm", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"julabo-fsm: configuration error: {bad}: julabo.restore_after_power_failure: expected true or false, "
+        "got 'false'"
+    )

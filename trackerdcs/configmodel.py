@@ -89,27 +89,41 @@ def key_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of ``annotation`` (``Annotated`` and ``X | Y`` unwrapped)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _inside(annotation: Any, part: Any) -> list[Any]:
+    """What ``annotation`` holds at key or index ``part``."""
+    out: list[Any] = []
+    for member in _members(annotation):
+        origin = typing.get_origin(member)
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for name, field in member.model_fields.items():
+                if part in (name, field.alias):
+                    out.append(field.annotation)
+        elif origin is dict:
+            out.append(typing.get_args(member)[1])
+        elif origin is list and isinstance(part, int):
+            out.append(typing.get_args(member)[0])
+    return out
+
+
 def _field_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys allowed where ``loc`` points (for 'unknown key' errors), when the model there is known."""
-    current: Any = model
+    """The keys allowed where ``loc`` points (for 'unknown key' errors), when one model is known there."""
+    current: list[Any] = [model]
     for part in loc[:-1]:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return None
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or name for name, f in current.model_fields.items()]
-    return None
-
-
-def _model_in(annotation: Any) -> Any:
-    """The model class inside ``X | None`` (else the annotation itself)."""
-    if isinstance(annotation, (types.UnionType,)) or typing.get_origin(annotation) is typing.Union:
-        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        return models[0] if len(models) == 1 else None
-    return annotation
+        current = [inner for annotation in current for inner in _inside(annotation, part)]
+    models = {m for a in current for m in _members(a) if isinstance(m, type) and issubclass(m, BaseModel)}
+    if len(models) != 1:
+        return None
+    (found,) = models
+    return [f.alias or name for name, f in found.model_fields.items()]
 
 
 def describe(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> str:

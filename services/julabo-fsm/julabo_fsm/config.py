@@ -51,7 +51,7 @@ class JulaboSection(ConfigModel):
     root: str = "julabo"
     heartbeat_s: float = Field(30.0, gt=0)
     pacing_s: float = Field(_D.pacing_s, gt=0)
-    poll_interval_s: float = Field(_D.poll_interval_s, gt=0)
+    poll_interval_s: float = Field(_D.poll_interval_s, ge=0, description="0: start the next cycle at once")
     max_missed: int = Field(_D.max_missed, ge=1)
     garbled_for_error: int = Field(_D.garbled_for_error, ge=1)
     reconnect_min_s: float = Field(_D.reconnect_min_s, gt=0)

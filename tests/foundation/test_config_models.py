@@ -152,6 +152,7 @@ def test_the_service_stops_with_one_line_naming_the_file_and_exit_status_2(
         raise AssertionError(f"{service} accepted {key}: {value!r}")
 
     monkeypatch.setattr(app, accepted)
+    monkeypatch.setattr("trackerdcs.servicemain.setup_logging", lambda *_, **__: None)  # pytest keeps the root logger
     path = tmp_path / f"{service}.yml"
     path.write_text(yaml.safe_dump(_with(base, key, value)))
     status = importlib.import_module(main_module).main(["--config", str(path)])

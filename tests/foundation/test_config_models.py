@@ -163,6 +163,17 @@ def test_the_service_stops_with_one_line_naming_the_file_and_exit_status_2(
     assert "Traceback" not in err
 
 
+def test_an_unknown_key_is_shown_with_the_keys_that_exist_there() -> None:
+    """The operator who wrote ``limts:`` sees ``limits`` in the same line, at any depth."""
+    load, base, _, _ = SERVICES["caen-fsm"]
+    with pytest.raises(ConfigError, match=r"^limts: unknown key \(known: mqtt, .*\blimits\b.*\)$"):
+        load(_with(base, "limts", {}))
+    with pytest.raises(ConfigError, match=r"^limits\.hv\.V0Set\.mx: unknown key \(known: min, max\)$"):
+        load(_with(base, "limits", {"hv": {"V0Set": {"mx": 300}}}))
+    with pytest.raises(ConfigError, match=r"^limits\.hv\.V0Set: expected a number or a mapping, got '300'$"):
+        load(_with(base, "limits", {"hv": {"V0Set": "300"}}))
+
+
 def test_the_shipped_and_deployed_configs_load() -> None:
     """Strictness refuses nothing the project itself ships."""
     from trackerdcs.config import load_yaml

@@ -158,7 +158,6 @@ def _topic_or_empty(value: str | None) -> str:
 
 
 Topic = Annotated[str, AfterValidator(_topic)]
-Number = float
 Address = Annotated[list[int], Field(min_length=2, max_length=2)] | dict[str, Any]
 
 
@@ -169,7 +168,7 @@ class LimitRange(ConfigModel):
     max: float | None = None
 
 
-ParamLimits = dict[str, Number | LimitRange]
+ParamLimits = dict[str, float | LimitRange]
 
 
 class LimitsSection(ConfigModel):

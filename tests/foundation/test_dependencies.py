@@ -34,6 +34,7 @@ MODULES_OF = {
     "pymongo": {"pymongo", "gridfs", "bson"},
     "uproot": {"uproot"},
     "numpy": {"numpy"},
+    "pydantic": {"pydantic"},
 }
 #: image (optional-dependency set) -> the packages it runs, besides the core package ``trackerdcs``
 IMAGES = {

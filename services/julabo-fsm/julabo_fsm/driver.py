@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from trackerdcs.commands import CommandError
 
 from .chiller_core import FAST_READINGS, ChillerCore, Notice, Output, start_took, stop_failure_reason, took
-from .fsm import ChillerFsm, State
+from .fsm import State
 from .link import LinkError, SerialLink
 from .protocol import (
     SETPOINT_READINGS,
@@ -41,7 +41,7 @@ from .protocol import (
     parse_status,
     parse_version,
 )
-from .safety import Outage, RunWatch, Verdict, stop_verdict
+from .safety import Verdict, stop_verdict
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,6 @@ class ChillerDriver:
     # ------------------------------------------------------------------ public (any thread)
     # What the core knows, read by the app's commands and the health document.
     @property
-    def fsm(self) -> ChillerFsm:
-        return self.core.fsm
-
-    @property
     def state(self) -> State:
         return self.core.state
 
@@ -113,24 +109,12 @@ class ChillerDriver:
         return self.core.status
 
     @property
-    def version(self) -> str | None:
-        return self.core.version
-
-    @property
     def last_error(self) -> str | None:
         return self.core.last_error
 
     @property
     def counters(self) -> dict[str, int]:
         return self.core.counters
-
-    @property
-    def outage(self) -> Outage:
-        return self.core.outage
-
-    @property
-    def run(self) -> RunWatch:
-        return self.core.run
 
     @property
     def connect_attempts(self) -> int:

@@ -22,9 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as mqtt
+from typing import TYPE_CHECKING, Any
 
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
@@ -53,6 +51,9 @@ from .runplan import (
 from .settings import BridgeSettings
 from .store import MongoStore, RunStore
 from .summary import SummaryError, summarise
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
 

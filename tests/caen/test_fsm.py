@@ -152,6 +152,13 @@ def test_lv_off_names_each_refused_module_with_its_own_reason(plant):
     assert out.refused == {"A": "A_lv disconnected", "B": "B_lv, B_hv disconnected"}
 
 
+def test_an_unplugged_board_is_named_as_the_reason_a_module_was_not_switched_off(plant):
+    feed(plant, B_hv__Status=1 << 11)  # UNPLUGGED
+    out = plant.command(Command.HV_OFF, None)
+    assert out.accepted == ["A"]
+    assert out.refused == {"B": "module DISCONNECTED: LV OFF, HV UNPLUGGED"}
+
+
 def test_a_switch_off_every_module_takes_has_no_refusal(plant):
     out = plant.command(Command.HV_OFF, ["A", "B"])
     assert out.accepted == ["A", "B"] and out.refused == {} and out.refusal is None

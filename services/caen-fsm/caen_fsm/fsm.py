@@ -662,7 +662,7 @@ class Plant:
         lost = [ch.name for ch in (m.lv, m.hv) if not ch.connected]
         if lost:
             return f"{', '.join(lost)} disconnected"
-        return f"module {m.state.value}"
+        return f"module {m.state.value}: LV {m.lv.state.value}, HV {m.hv.state.value}"
 
     def enforce_off(self, lv: bool, now: float, why: str, resend_s: float = 5.0) -> Outcome:
         """Switch HV off on every channel that is on (and LV too if ``lv``: HV first, as ``lv_off`` does),

@@ -142,16 +142,8 @@ class JulaboApp:
         d = self.driver
 
         def action() -> dict[str, Any]:
-            d.require_remote()
-            if d.status is not None and d.status.code < 0:
-                raise CommandError(
-                    f"chiller in alarm ({d.status.code:03d} {d.status.text}): clear it on the front panel first"
-                )
-            d.send(Setting.RUNNING, 1)
-            report = d.confirm_status("start")
-            if report.running is not True:
-                raise CommandError(f"the chiller did not start: STATUS {report.code:02d} {report.text}")
-            d.note_commanded(True)
+            d.require_startable()
+            report = d.start_verified()
             d.publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 

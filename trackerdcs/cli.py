@@ -244,32 +244,35 @@ def cmd_status(ns: argparse.Namespace, client: DcsClient) -> int:
 
 class ProgressLine:
     """The one progress line of ``--wait`` on ``stream`` (stderr): rewritten in place on a terminal; elsewhere
-    (a log, a pipe) a new line only when the state changes, so logs stay readable."""
+    (a log, a pipe) a new line only when a watched state changes, or every ``every_s``, so logs stay short."""
 
-    def __init__(self, stream: Any, label: str, limit: float | None) -> None:
-        self.stream, self.label, self.limit = stream, label, limit
+    def __init__(self, stream: Any, label: str, limit: float | None, every_s: float = 10.0) -> None:
+        self.stream, self.label, self.limit, self.every_s = stream, label, limit, every_s
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.shown = ""
+        self.shown: Any = None
+        self.at = -every_s
         self.width = shutil.get_terminal_size((100, 20)).columns - 1
 
     def update(self, tracker: CompletionTracker, elapsed: float) -> None:
-        state = tracker.describe_state()
+        """Show where ``tracker`` stands after ``elapsed`` seconds."""
+        line = progress_line(self.label, tracker, elapsed, self.limit)
         if self.tty:
-            line = progress_line(self.label, tracker, elapsed, self.limit)
             self.stream.write("\r\x1b[K" + line[: self.width])
             self.stream.flush()
-            self.shown = state
-        elif state != self.shown:
-            self.stream.write(progress_line(self.label, tracker, elapsed, self.limit) + "\n")
+            self.shown = True
+            return
+        key = tuple(tracker.values().items())
+        if key != self.shown or elapsed - self.at >= self.every_s:
+            self.stream.write(line + "\n")
             self.stream.flush()
-            self.shown = state
+            self.shown, self.at = key, elapsed
 
     def finish(self) -> None:
         """End the line (a terminal's cursor goes to the next line)."""
         if self.tty and self.shown:
             self.stream.write("\n")
             self.stream.flush()
-        self.shown = ""
+        self.shown = None
 
 
 def reply_timeout(ns: argparse.Namespace) -> float:
@@ -701,12 +704,12 @@ def service_parser(service: str, table: dict[str, Any] | None) -> Parser:
         if entry.get("allow_extra"):
             lines.append("  other key=value arguments are passed on")
         epilog = "arguments:\n" + "\n".join(lines) + "\n\n" + wait_help(entry.get("completion"))
-        summary = entry.get("help") or ""
+        summary = "  ".join(p for p in (usage, entry.get("help") or "") if p)
         if entry.get("completion"):
-            summary += (" " if summary else "") + "(--wait)"
+            summary += f"  (--wait: until {entry['completion'].get('description') or 'done'})"
         sub = subs.add_parser(
             entry["name"],
-            help=summary or None,
+            help=summary or " ",
             description=entry.get("help") or None,
             usage=f"dcs {service} {entry['name']} {usage} [--wait] [--args JSON] [global options]".replace("  ", " "),
             epilog=epilog,

@@ -678,6 +678,7 @@ def service_parser(service: str, table: dict[str, Any] | None) -> Parser:
         prog=f"dcs {service}",
         usage=f"dcs {service} COMMAND [key=value ...] [--wait] [--args JSON] [global options]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[global_options(top=False)],
     )
     if table is None:
         top.description = (
@@ -686,9 +687,6 @@ def service_parser(service: str, table: dict[str, Any] | None) -> Parser:
         )
         top.add_argument("command", metavar="COMMAND")
         add_command_options(top, service, None)
-        for parent in (global_options(top=False),):
-            for action in parent._actions:
-                top._add_action(action)
         return top
     entries = [c for c in table.get("commands") or [] if isinstance(c, dict) and c.get("name")]
     top.description = (

@@ -153,11 +153,18 @@ class CompletionTracker:
         return PENDING
 
     def _label(self, topic: str) -> str:
-        """The part of ``topic`` that tells watched topics apart (``module_0``), or the service root."""
+        """What a ``{key}`` of the topic became (``module_0``), else the part that tells watched topics apart,
+        else the service root."""
+        template = f"{self.root}/{self.completion.topic}".split("/")
+        parts = topic.split("/")
+        if len(parts) == len(template):
+            filled = [p for p, t in zip(parts, template, strict=True) if t.startswith("{")]
+            if filled:
+                return "/".join(filled)
         if len(self.watched) == 1:
             return self.root
         prefix = _common_prefix([t.split("/") for t in self.watched])
-        return "/".join(topic.split("/")[len(prefix) :]) or topic
+        return "/".join(parts[len(prefix) :]) or topic
 
     def describe_state(self, only: Sequence[str] | None = None) -> str:
         """``module_0 LV_RAMP_UP lv_vmon=5.2, module_1 LV_ON``: every watched topic's value and ``show`` fields."""

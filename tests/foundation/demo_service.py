@@ -42,9 +42,13 @@ def main() -> None:
     def fail(args):
         raise CommandError("the lamp refuses")
 
-    def ramp_to(target: float, rate: float) -> None:
+    ramps = [0]  # the generation of the ramp in progress: a newer ramp or a new lamp ends an older one
+
+    def ramp_to(target: float, rate: float, generation: int) -> None:
         """Move the brightness to ``target`` at ``rate`` per second; a lamp driven to 95 or more blows."""
         while lamp["brightness"] != target and not stop.is_set():
+            if generation != ramps[0]:
+                return
             step = min(abs(target - lamp["brightness"]), rate * 0.1)
             lamp["brightness"] += step if target > lamp["brightness"] else -step
             if lamp["brightness"] >= 95:
@@ -70,11 +74,13 @@ def main() -> None:
             raise CommandError("the lamp is blown")
         lamp.update(state="RAMPING", actions=lamp["actions"] + 1)
         publish()
-        threading.Thread(target=ramp_to, args=(args["target"], args["rate"]), daemon=True).start()
+        ramps[0] += 1
+        threading.Thread(target=ramp_to, args=(args["target"], args["rate"], ramps[0]), daemon=True).start()
         return {"target": args["target"]}
 
     @svc.command("replace", help="a new lamp")
     def replace(args):
+        ramps[0] += 1
         lamp.update(state="OFF", brightness=0.0)
         publish()
 

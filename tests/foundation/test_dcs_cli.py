@@ -259,7 +259,7 @@ def complete(script: str, line: str) -> list[str]:
     probe += 'printf "%s\\n" "${COMPREPLY[@]}"'
     proc = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    return [w for w in proc.stdout.splitlines() if w]
+    return sorted(w for w in proc.stdout.splitlines() if w)
 
 
 def test_shell_completion_offers_services_commands_and_arguments_from_the_tables(broker, demo):

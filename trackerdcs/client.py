@@ -113,7 +113,6 @@ class DcsClient:
         self._subscriptions: set[str] = set()
         self._acked: set[int] = set()
         self._acked_cond = threading.Condition()
-        self._tables: dict[str, dict[str, Any] | None] = {}
         #: ``from`` of the commands this client sends (audit trail): program, login and host
         self.origin = f"{Path(sys.argv[0]).name or 'python'} {_login()}@{socket.gethostname()}"[:200]
 
@@ -257,17 +256,16 @@ class DcsClient:
     # ------------------------------------------------------------------ command tables and outcomes
     def commands(self, service: str, timeout: float = 3.0) -> dict[str, Any] | None:
         """The command table ``service`` publishes on ``<root>/commands`` (None if it publishes none)."""
-        if service not in self._tables:
-            topic = Topics(service).commands
+        topic = Topics(service).commands
+        if topic not in self._subscriptions:
             self.subscribe([topic])
             self.sync(timeout)
-            message = self.latest(topic).get(topic)
-            try:
-                table = message.json() if message is not None else None
-            except ValueError:
-                table = None
-            self._tables[service] = table if isinstance(table, dict) else None
-        return self._tables[service]
+        message = self.latest(topic).get(topic)  # kept current: a service republishes it when it reconnects
+        try:
+            table = message.json() if message is not None else None
+        except ValueError:
+            table = None
+        return table if isinstance(table, dict) else None
 
     def completion(self, service: str, command: str) -> Completion | None:
         """What "done" means for ``command`` of ``service``, from its command table (None: the reply is all)."""

@@ -297,13 +297,16 @@ def command_table(specs: Iterable[CommandSpec]) -> dict[str, CommandSpec]:
 TABLE_SCHEMA = 1
 
 
-def describe_table(service: str, specs: Iterable[CommandSpec], version: str = "") -> dict[str, Any]:
+def describe_table(
+    service: str, specs: Iterable[CommandSpec], version: str = "", root: str | None = None
+) -> dict[str, Any]:
     """The command table a service publishes retained on ``<root>/commands`` (docs/mqtt-api.md): every command
     with its arguments (type, range, choices, help) and what "done" means for it. ``dcs SERVICE --help``, shell
     completion and forms are built from it."""
     return {
         "schema": TABLE_SCHEMA,
         "service": service,
+        "root": root or service,
         "version": version,
         "commands": [spec.describe() for spec in sorted(specs, key=lambda s: s.name)],
     }

@@ -215,7 +215,7 @@ class Service:
 
     def command_table(self) -> dict[str, Any]:
         """The command table published retained on ``<root>/commands`` (docs/mqtt-api.md)."""
-        return describe_table(self.name, self._commands.values(), self.version)
+        return describe_table(self.name, self._commands.values(), self.version, self.topics.root)
 
     def _publish_commands(self) -> None:
         self.publish(self.topics.commands, dumps(self.command_table()), retain=True)

@@ -43,7 +43,7 @@ def table() -> dict:
 # ---------------------------------------------------------------------------------------------- the table
 def test_the_table_carries_every_argument_with_type_range_choices_and_help():
     doc = table()
-    assert doc["service"] == "caen" and doc["version"] == "1.2.3" and doc["schema"] == 1
+    assert doc["service"] == doc["root"] == "caen" and doc["version"] == "1.2.3" and doc["schema"] == 1
     by_name = {c["name"]: c for c in doc["commands"]}
     assert list(by_name) == ["control_sensor", "lv_on", "set_setpoint", "start"]  # sorted
     index, value = by_name["set_setpoint"]["args"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,6 +198,21 @@ def test_wait_exits_three_when_the_time_limit_runs_out(broker, demo):
     assert proc.returncode == 3, proc.stderr
     assert "caen ramp not done within 1 s: caen RAMPING brightness=" in proc.stderr
     assert "(waiting for ON or OFF); the action may still be under way" in proc.stderr
+
+
+def test_ctrl_c_stops_the_wait_but_not_the_action(broker, demo):
+    assert dcs(broker, "caen", "replace").returncode == 0
+    env = {**os.environ, **broker.env("operator")}
+    env.pop("DCS_CONFIG", None)
+    argv = [str(DCS), "caen", "ramp", "target=60", "rate=5", "--wait"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().startswith("caen ramp: caen RAMPING")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "stopped waiting; caen ramp goes on (dcs status caen)" in err
+    time.sleep(0.5)
+    status = json.loads(dcs(broker, "--json", "status", "caen").stdout)["caen"]["status"]
+    assert status["state"] == "RAMPING" and status["brightness"] > 2.5  # still ramping
 
 
 def test_wait_with_json_prints_the_reply_and_the_outcome(broker, demo):

@@ -908,7 +908,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_service(ns, rest)
     except UsageError:
         return EXIT_USAGE
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help (0); a plain argparse parser's usage error (2: backup, restore)
+        if exc.code == 2:
+            return EXIT_USAGE
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK

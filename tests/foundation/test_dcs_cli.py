@@ -264,7 +264,7 @@ def test_backup_takes_json_before_or_after_it(tmp_path, where):
 
 
 def test_a_usage_error_exits_64_whatever_the_subcommand():
-    for argv in (["status", "--bogus"], ["--bogus"], ["audit", "--limit", "x"], []):
+    for argv in (["status", "--bogus"], ["--bogus"], ["audit", "--limit", "x"], ["backup", "--keep", "x"], []):
         proc = subprocess.run([str(DCS), *argv], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 64, (argv, proc.stderr)
 

@@ -1,8 +1,8 @@
 """The ph2acf bridge: MQTT commands -> Ph2_ACF runs -> summary -> run document (archive, MongoDB, spool).
 
 Status ``<root>/status``: ``{"state", "run", "uid", "calibration", "progress", "operator", "mode", "spooled",
-"mongo_ok", "last_uid", "last_outcome", "ts"}`` (``last_*``: the latest run that ended, for clients that wait
-for a run's outcome). Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
+"mongo_ok", "last_uid", "last_run", "last_outcome", "ts"}`` (``last_*``: the latest run that ended, for clients
+that wait for a run's outcome). Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
 ``start_ts``/``stop_ts`` as the stored run document, so InfluxDB annotations and MongoDB documents line up),
 ``error`` and ``spool``.
 """
@@ -175,6 +175,7 @@ class Bridge:
             "spooled": len(self.store.spooled()),
             "mongo_ok": self.store.mongo_ok,
             "last_uid": self.last["uid"] if self.last else None,
+            "last_run": self.last["run"] if self.last else None,
             "last_outcome": self.last["outcome"] if self.last else None,
         }
 
@@ -216,7 +217,7 @@ class Bridge:
                 field="last_outcome",
                 match={"last_uid": "uid"},
                 timeout_s=self.settings.max_run_s + 120.0,
-                show=("state", "run", "progress"),
+                show=("state", "run", "progress", "last_run"),
                 description="the run started ended and was stored, outcome done",
             ),
         )

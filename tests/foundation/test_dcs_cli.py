@@ -296,3 +296,22 @@ def test_completion_without_a_broker_still_completes_the_built_in_subcommands():
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode == 0 and "built-in subcommands only" in proc.stderr
     assert complete(proc.stdout, "dcs re") == ["restore"]
+
+
+def test_the_python_api_waits_the_same_way(broker, demo):
+    from trackerdcs.client import ActionFailed, ActionTimeout, DcsClient, DcsError
+
+    with DcsClient(broker.settings("operator")) as client:
+        client.command("caen", "replace")
+        seen: list[str] = []
+        reply = client.command("caen", "ramp", target=30, rate=100, wait=True,
+                               progress=lambda tracker, elapsed: seen.append(tracker.verdict))  # fmt: skip
+        assert reply["outcome"]["caen/status"]["state"] == "ON" and seen[-1] == "done"
+        with pytest.raises(ActionTimeout, match=r"not done within 0\.5 s"):
+            client.command("caen", "ramp", target=80, rate=2, wait=0.5)
+        with pytest.raises(ActionFailed, match="BLOWN") as failed:
+            client.command("caen", "ramp", target=99, rate=200, wait=True)
+        assert failed.value.reply["ok"] is True  # accepted; its outcome failed
+        with pytest.raises(DcsError, match="publishes no outcome for 'on'"):
+            client.command("caen", "on", wait=True)
+        client.command("caen", "replace")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
+from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
 from trackerdcs.service import Service, dumps
 
@@ -323,6 +324,14 @@ class BurninApp:
                 Arg("comment", str, required=False, default=""),
             ],
             help="start a burn-in from a recipe in the recipes folder",
+            completion=Completion(
+                done=(State.DONE.value,),
+                failed=(State.ABORTED.value, State.FAILED.value),
+                match={"uid": "uid"},
+                timeout_s=None,  # hours to days: follow it, or give --timeout
+                show=("step", "steps", "step_name", "message"),
+                description="the burn-in started ended DONE",
+            ),
         )
         op = Arg("operator", str, required=False, default="operator")
         svc.add_command("pause", lambda a: self._op(lambda now: self.engine.pause(now, a["operator"])), [op])

@@ -18,7 +18,7 @@ from .config import CaenConfig
 from .fsm import ChannelModel, CommandRefused, Event, Outcome, Plant
 from .permit import Permit, PermitView
 from .pvnames import PARAMS, SETTABLE, canonical_param
-from .states import Command, Kind
+from .states import COMPLETIONS, Command, Kind
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,13 @@ class CaenApp:
         svc = self.service
         modules_arg = Arg("modules", list, required=False, item_kind=str, help="module names; omit for all")
         for cmd in Command:
-            svc.add_command(cmd.value, self._module_command(cmd), [modules_arg], help=f"{cmd.value} for modules")
+            svc.add_command(
+                cmd.value,
+                self._module_command(cmd),
+                [modules_arg],
+                help=f"{cmd.value} for modules",
+                completion=COMPLETIONS[cmd],
+            )
         svc.add_command(
             "set",
             self._cmd_set,

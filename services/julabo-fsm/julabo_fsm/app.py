@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trackerdcs.commands import Arg, CommandError
+from trackerdcs.completion import Completion
 from trackerdcs.config import ConfigError, MqttSettings, section
 from trackerdcs.configmodel import validate
 from trackerdcs.deadband import Deadband
@@ -16,6 +17,7 @@ from trackerdcs.service import Service
 
 from .config import JulaboFile
 from .driver import SETPOINT_READING, SETPOINT_SETTING, ChillerDriver, DriverConfig
+from .fsm import State
 from .link import SerialLink
 from .protocol import ModelMap, Reading, Setting, model_map
 
@@ -115,19 +117,49 @@ class JulaboApp:
     def _register(self) -> None:
         svc = self.service
         lo, hi = self.config.setpoint_min, self.config.setpoint_max
-        svc.add_command("start", self.cmd_start, help="start the circulator (remote mode, no alarm)")
-        svc.add_command("stop", self.cmd_stop, help="stop the circulator")
+        svc.add_command(
+            "start",
+            self.cmd_start,
+            help="start the circulator (remote mode, no alarm)",
+            completion=Completion(
+                done=(State.RUNNING.value,),
+                failed=(State.ALARM.value, State.ERROR.value, State.DISCONNECTED.value),
+                timeout_s=30.0,
+                show=("bath_temp", "setpoint"),
+                description="the chiller reads RUNNING",
+            ),
+        )
+        svc.add_command(
+            "stop",
+            self.cmd_stop,
+            help="stop the circulator",
+            completion=Completion(
+                done=(State.STOPPED.value,),
+                failed=(State.ERROR.value, State.DISCONNECTED.value),
+                timeout_s=30.0,
+                show=("bath_temp",),
+                description="the chiller reads STOPPED",
+            ),
+        )
+        setpoint = Arg("index", int, minimum=1, maximum=3, help="setpoint 1, 2 or 3")
         svc.add_command(
             "set_setpoint",
             self.cmd_set_setpoint,
-            (Arg("index", int, minimum=1, maximum=3), Arg("value", float, minimum=lo, maximum=hi)),
+            (setpoint, Arg("value", float, minimum=lo, maximum=hi, help="degC")),
             help=f"write setpoint 1-3 in degC (configured limits {lo}..{hi})",
         )
-        svc.add_command("select_setpoint", self.cmd_select_setpoint, (Arg("index", int, minimum=1, maximum=3),))
         svc.add_command(
-            "control_sensor", self.cmd_control_sensor, (Arg("sensor", str, choices=("internal", "external")),)
+            "select_setpoint", self.cmd_select_setpoint, (setpoint,), help="make setpoint 1, 2 or 3 the active one"
         )
-        svc.add_command("pump_stage", self.cmd_pump_stage, (Arg("stage", int, minimum=1, maximum=4),))
+        svc.add_command(
+            "control_sensor",
+            self.cmd_control_sensor,
+            (Arg("sensor", str, choices=("internal", "external")),),
+            help="regulate on the internal (bath) or the external sensor",
+        )
+        svc.add_command(
+            "pump_stage", self.cmd_pump_stage, (Arg("stage", int, minimum=1, maximum=4),), help="pump stage 1-4"
+        )
         svc.add_command("refresh", self.cmd_refresh, help="re-read every value now and republish the status")
         svc.add_command("reconnect", self.cmd_reconnect, help="drop the link and connect again now")
 

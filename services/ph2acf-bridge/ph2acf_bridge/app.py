@@ -1,7 +1,8 @@
 """The ph2acf bridge: MQTT commands -> Ph2_ACF runs -> summary -> run document (archive, MongoDB, spool).
 
-Status ``<root>/status``: ``{"state", "run", "calibration", "progress", "operator", "mode", "spooled",
-"mongo_ok", "ts"}``. Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
+Status ``<root>/status``: ``{"state", "run", "uid", "calibration", "progress", "operator", "mode", "spooled",
+"mongo_ok", "last_uid", "last_run", "last_outcome", "ts"}`` (``last_*``: the latest run that ended, for clients
+that wait for a run's outcome). Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
 ``start_ts``/``stop_ts`` as the stored run document, so InfluxDB annotations and MongoDB documents line up),
 ``error`` and ``spool``.
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
+from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
 from trackerdcs.service import Service
 
@@ -157,12 +159,16 @@ class Bridge:
         return {
             "state": RunState(self.machine.state).value,
             "run": ctx.run if ctx else None,
+            "uid": ctx.uid if ctx else None,
             "calibration": ctx.calibration if ctx else None,
             "progress": round(ctx.progress, 2) if ctx else 0.0,
             "operator": ctx.operator if ctx else None,
             "mode": self.settings.mode,
             "spooled": len(self.store.spooled()),
             "mongo_ok": self.store.mongo_ok,
+            "last_uid": self.last["uid"] if self.last else None,
+            "last_run": self.last["run"] if self.last else None,
+            "last_outcome": self.last["outcome"] if self.last else None,
         }
 
     def publish(self, force: bool = False) -> None:
@@ -187,15 +193,34 @@ class Bridge:
             "start",
             self._cmd_start,
             [
-                Arg("calibration", str, choices=self.settings.calibrations),
-                Arg("config_file", str, required=False),
-                Arg("modules", list, required=False, item_kind=str),
-                Arg("operator", str),
-                Arg("comment", str, required=False, default=""),
+                Arg("calibration", str, choices=self.settings.calibrations, help="the calibration to run"),
+                Arg("config_file", str, required=False, help="Ph2_ACF XML (default: the calibration's own)"),
+                Arg("modules", list, required=False, item_kind=str, help="modules under test (for the record)"),
+                Arg("operator", str, help="who runs it"),
+                Arg("comment", str, required=False, default="", help="kept with the run"),
             ],
             help="start a calibration run",
+            completion=Completion(
+                done=("done",),
+                failed=("failed", "aborted"),
+                field="last_outcome",
+                match={"last_uid": "uid"},
+                timeout_s=self.settings.max_run_s + 120.0,
+                show=("state", "run", "progress", "last_run"),
+                description="the run started ended and was stored, outcome done",
+            ),
         )
-        svc.add_command("abort", lambda args: self._abort("operator request"), help="stop the run in progress")
+        svc.add_command(
+            "abort",
+            lambda args: self._abort("operator request"),
+            help="stop the run in progress",
+            completion=Completion(
+                done=(RunState.IDLE.value, RunState.ERROR.value),
+                timeout_s=120.0,
+                show=("run",),
+                description="no run in progress any more (the aborted run stored)",
+            ),
+        )
         svc.add_command(
             "status",
             lambda args: {**self.status(), "last": self.last, "server_blocked": self._server_blocked()},

@@ -7,6 +7,7 @@
     dcs burnin status --follow                         follow the burn-in in progress (Ctrl-C leaves it running)
     dcs audit [--since 1h] [--user U] [--service S]    who sent which command, and the reply (docs/security.md)
     dcs backup ... | dcs restore ...                   see docs/operations.md
+    dcs export --from 7d [--modules M] [--tier 1m] -o F.parquet   time series for analysis (docs/operations.md)
 
 Connection settings come from ``--config FILE`` (a YAML file with an ``mqtt:`` section), else ``$DCS_CONFIG``,
 else ``~/.config/trackerdcs/dcs.yml``, then ``DCS_MQTT_*`` environment variables and the options below.
@@ -363,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        from . import export
+
+        return export.main(argv[1:])
     if argv and argv[0] in ("backup", "restore"):
         from . import backup
 

@@ -9,6 +9,7 @@ environment: ``INFLUX_URL`` (default ``http://127.0.0.1:8086``), ``INFLUX_DB`` (
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import urllib.error
@@ -71,10 +72,8 @@ class InfluxClient:
             return urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace").strip()
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 body = json.loads(body).get("error", body)
-            except ValueError:
-                pass
             raise InfluxError(f"InfluxDB {path}: HTTP {exc.code}: {body}") from None
         except OSError as exc:
             raise InfluxError(f"InfluxDB at {self.url} unreachable: {exc}") from None

@@ -80,16 +80,30 @@ NUMERIC: dict[str, tuple[str, ...]] = {
     "caen_module": ("lv_vmon", "lv_imon", "hv_vmon", "hv_imon"),
     "caen_channel": ("vmon", "imon", "v0set", "i0set", "status", "slot", "ch"),
     "julabo": (
-        "bath_temp", "external_temp", "heating_power", "setpoint", "setpoint_1", "setpoint_2", "setpoint_3",
-        "active_setpoint", "pump_stage", "status_code",
-    ),  # fmt: skip
+        "bath_temp",
+        "external_temp",
+        "heating_power",
+        "setpoint",
+        "setpoint_1",
+        "setpoint_2",
+        "setpoint_3",
+        "active_setpoint",
+        "pump_stage",
+        "status_code",
+    ),
     "ph2acf": ("run", "progress", "spooled"),
     "environment": ("temperature", "humidity"),
     "interlock": ("active_count", "conditions_count"),
     "dcs_health": (
-        "uptime_s", "cpu_percent", "rss_mb", "mqtt_reconnects", "commands_ok", "commands_failed",
-        "msgs_in_per_s", "msgs_out_per_s",
-    ),  # fmt: skip
+        "uptime_s",
+        "cpu_percent",
+        "rss_mb",
+        "mqtt_reconnects",
+        "commands_ok",
+        "commands_failed",
+        "msgs_in_per_s",
+        "msgs_out_per_s",
+    ),
 }
 LAST: dict[str, tuple[str, ...]] = {
     "caen_system": ("state", "connected"),
@@ -133,7 +147,7 @@ def parse_go_duration(text: str) -> int:
     total = 0.0
     for number, unit in _GO_DURATION.findall(text):
         total += float(number) * _UNITS[unit]
-    return int(round(total))
+    return round(total)
 
 
 def parse_keep(text: str) -> int:
@@ -189,7 +203,8 @@ def aggregate_select(
                 f"max({quote_ident(f + '_max')}) AS {quote_ident(f + '_max')}",
             ]
         else:
-            parts += [f"mean({q}) AS {q}", f"min({q}) AS {quote_ident(f + '_min')}", f"max({q}) AS {quote_ident(f + '_max')}"]
+            lo, hi = quote_ident(f + "_min"), quote_ident(f + "_max")
+            parts += [f"mean({q}) AS {q}", f"min({q}) AS {lo}", f"max({q}) AS {hi}"]
     for f in LAST.get(measurement, ()):
         q = quote_ident(f)
         parts.append(f"last({q}) AS {q}")
@@ -288,7 +303,8 @@ def selector_lines(config: TierConfig, ts_ms: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------- adapter
 def read_state(client: InfluxClient, db: str) -> CurrentState:
     """The RPs and CQs ``db`` has now."""
-    dbs = [v[0] for r in client.query("SHOW DATABASES", db="") for s in r.get("series", []) for v in s.get("values", [])]
+    answer = client.query("SHOW DATABASES", db="")
+    dbs = [v[0] for r in answer for s in r.get("series", []) for v in s.get("values", [])]
     if db not in dbs:
         return CurrentState(False, {}, {})
     retentions = {}
@@ -361,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.action == "show":
             state = read_state(client, client.db)
             for name, (dur, shard, default) in state.retentions.items():
-                print(f"rp {name}: keep {influx_duration(dur)}, shards {influx_duration(shard)}{' (default)' if default else ''}")
+                mark = " (default)" if default else ""
+                print(f"rp {name}: keep {influx_duration(dur)}, shards {influx_duration(shard)}{mark}")
             for name in sorted(state.cqs):
                 print(f"cq {name}")
             pending = plan(client.db, state, config)

@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.config import MqttSettings
+from trackerdcs.runconditions import conditions_file
 from trackerdcs.service import Service, dumps
 
 from .engine import Engine, Outputs, Refused, State
@@ -68,6 +69,7 @@ class BurninApp:
         self._online: dict[str, bool] = {}
         self._pending: dict[str, str] = {}  # command id -> service root
         self._curves: set[str] = set()  # modules whose IV curve this process has published
+        self._conditions_meta: dict[str, Any] | None = None  # the ended burn-in's conditions file
         self._curves_lock = threading.Lock()
         self._lock = self.engine.lock
         self._stop = threading.Event()
@@ -244,6 +246,7 @@ class BurninApp:
                 outcome=ended.get("outcome"),
                 stop_ts=time.time(),
             )
+            self._save_conditions()
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
         self.publish(steps=bool(out.journal))
@@ -261,7 +264,26 @@ class BurninApp:
 
     def _save_document(self) -> None:
         doc = {**self.engine.document(), "ts": time.time(), "conditions": self._conditions()}
+        if self._conditions_meta is not None:
+            doc["conditions_file"] = self._conditions_meta
         self.store.save("burnins", self.engine.uid, doc, Path(self.engine.uid) / "burnin.json")
+
+    def _save_conditions(self) -> None:
+        """The burn-in's time series (its modules, chiller, environment, interlock, events) into its archive
+        as ``conditions.parquet`` and GridFS (trackerdcs.runconditions); the document records where."""
+        info = self.engine.info
+        if info is None:
+            return
+        stop = time.time()
+        start = stop - max(0.0, self.engine.now - info.start_t) / max(self.settings.time_scale, 1e-9)
+        doc = self.engine.document()
+        found = conditions_file(doc.get("modules") or [], start, stop)
+        meta = dict(found.meta)
+        if found.data is not None:
+            path = Path(self.engine.uid) / "conditions.parquet"
+            meta.update(path=str(path), stored=self.store.save_file(path, found.data))
+        self._conditions_meta = meta
+        self._save_document()
 
     def _conditions(self) -> dict[str, Any]:
         w = self.world()
@@ -394,6 +416,7 @@ class BurninApp:
             if self.engine.state in (State.RUNNING, State.HOLDING, State.PAUSED, State.ABORTING, State.FAILED):
                 raise CommandError(f"a burn-in is {self.engine.state.value} ({self.engine.uid}): abort it first")
             self.journal.begin()
+            self._conditions_meta = None
             try:
                 self.engine.start(recipe, uid, operator, args.get("comment") or "", self.clock.now(), self.world())
             except Refused as exc:

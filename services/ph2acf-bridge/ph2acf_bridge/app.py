@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.config import MqttSettings
+from trackerdcs.runconditions import conditions_file
 from trackerdcs.service import Service
 
 from .calibrations import calibrations
@@ -431,7 +432,9 @@ class Bridge:
             self.svc.event("error", f"run {ctx.run} ({ctx.calibration}) failed: {error}", severity="alarm",
                            run=ctx.run, calibration=ctx.calibration, error=error, uid=ctx.uid)  # fmt: skip
         doc, channels = self._document(ctx, end, outcome, error, stop_ts)
-        where = self.store.save(doc, end.result_file, channels)
+        conditions = conditions_file(ctx.modules, ctx.start_ts or stop_ts, stop_ts)
+        doc["conditions_file"] = conditions.meta
+        where = self.store.save(doc, end.result_file, channels, conditions.data)
         if where == "spooled":
             self.svc.event(
                 "spool",

@@ -66,10 +66,19 @@ class TierConfig:
     def retentions(self) -> list[Retention]:
         """The three RPs with shard durations InfluxDB would pick for such lengths, longer for the forever tier."""
         return [
-            Retention(self.raw_rp, self.raw_s, DAY),
-            Retention(self.minute_rp, self.minute_s, 7 * DAY),
-            Retention(self.hour_rp, self.hour_s, 30 * DAY),
+            Retention(self.raw_rp, self.raw_s, shard_for(self.raw_s)),
+            Retention(self.minute_rp, self.minute_s, shard_for(self.minute_s)),
+            Retention(self.hour_rp, self.hour_s, shard_for(self.hour_s) if self.hour_s else 30 * DAY),
         ]
+
+
+def shard_for(duration_s: int) -> int:
+    """InfluxDB's own shard group rule: under 2 days 1 h, up to 6 months 1 day, longer (or forever) 7 days."""
+    if 0 < duration_s < 2 * DAY:
+        return 3600
+    if 0 < duration_s <= 182 * DAY:
+        return DAY
+    return 7 * DAY
 
 
 # Measurements telegraf.conf writes and what each tier keeps of them: numeric fields get mean (same name),

@@ -35,12 +35,14 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .influxql import InfluxClient, InfluxError, quote_ident
 
 log = logging.getLogger(__name__)
 
 DAY = 86_400
+PROBE_MAX_AGE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -357,10 +359,12 @@ def provision(client: InfluxClient, config: TierConfig | None = None, now_ms: in
     return created + statements
 
 
-def wait_ready(client: InfluxClient, timeout: float) -> None:
-    """Wait until InfluxDB answers and the credentials work."""
+def wait_ready(client: InfluxClient, timeout: float, alive: Path | None = None) -> None:
+    """Wait until InfluxDB answers and the credentials work (touching ``alive`` meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
+        if alive is not None:
+            alive.touch()
         try:
             client.query("SHOW DATABASES", db="")
             return
@@ -372,13 +376,21 @@ def wait_ready(client: InfluxClient, timeout: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m trackerdcs.influxtiers [once|serve|show]``: provision the tiers (``serve``: then re-check
-    every ``--every`` seconds, for a pod container whose restart policy is Always)."""
+    """``python -m trackerdcs.influxtiers [once|serve|show|probe]``: provision the tiers (``serve``: then
+    re-check every ``--every`` seconds, for a pod container whose restart policy is Always; ``probe``: the
+    container's liveness, true while ``serve`` keeps its state file fresh)."""
     parser = argparse.ArgumentParser(prog="influx-tiers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", nargs="?", default="once", choices=("once", "serve", "show"))
+    parser.add_argument("action", nargs="?", default="once", choices=("once", "serve", "show", "probe"))
+    parser.add_argument("--state-file", default=os.environ.get("INFLUX_TIERS_STATE", "/tmp/influx-tiers.alive"))
     parser.add_argument("--every", type=float, default=3600.0, help="serve: seconds between re-checks")
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for InfluxDB at start")
     ns = parser.parse_args(argv)
+    alive = Path(ns.state_file)
+    if ns.action == "probe":
+        try:
+            return 0 if time.time() - alive.stat().st_mtime < PROBE_MAX_AGE_S else 1
+        except OSError:
+            return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     client = InfluxClient.from_env()
     try:
@@ -393,13 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             pending = plan(client.db, state, config)
             print(f"{len(pending)} statement(s) pending" if pending else "tiers as configured")
             return 0
-        wait_ready(client, ns.wait)
+        if ns.action == "serve":
+            alive.touch()
+        wait_ready(client, ns.wait, alive if ns.action == "serve" else None)
         while True:
             done = provision(client, config)
             log.info("influx-tiers: %s", f"{len(done)} statement(s) run" if done else "tiers already as configured")
             if ns.action != "serve":
                 return 0
-            time.sleep(ns.every)
+            until = time.monotonic() + ns.every
+            while time.monotonic() < until:
+                alive.touch()
+                time.sleep(min(10.0, max(0.0, until - time.monotonic())))
     except (InfluxError, ValueError) as exc:
         print(f"influx-tiers: {exc}", file=sys.stderr)
         return 1

@@ -355,3 +355,32 @@ def test_backup_and_restore_keep_the_tiers_and_aggregates(tmp_path):
         assert {cq.name for cq in continuous_queries("trackerdcs")} == set(read_state(client, "trackerdcs").cqs)
     finally:
         again.stop()
+
+
+def test_dashboards_read_the_tier_their_time_range_picks_and_find_data_there(influx):
+    """Every panel query of the generated dashboards, on the tier the ``tier`` variable picks for one hour,
+    one week and one year, against Telegraf-shaped data that the CQs aggregated."""
+    from gateway_payloads import contract_messages
+    from gateway_telegraf import default_env, load, translate
+    from test_grafana import GRAFANA, dashboard_queries
+
+    client = client_for(influx, "tiers_dash")
+    provision(client)
+    conf = load(env=default_env())
+    end = time.time() - 5
+    client.write([lp for topic, payload in contract_messages(end) for lp in translate(conf, topic, payload, end)])
+    now = int(time.time() * 1000)
+    for cq in continuous_queries("tiers_dash"):
+        run_cq_now(client, cq.name, now // HOUR * HOUR - HOUR, now + MIN)
+    variable = json.loads((GRAFANA / "dashboards" / "caen.json").read_text())["templating"]["list"][0]
+    assert variable["name"] == "tier" and variable["refresh"] == 2  # re-picked whenever the time range changes
+    for range_ms, rp in ((HOUR, "autogen"), (7 * 86400_000, "minute"), (365 * 86400_000, "hour")):
+        picked = rows(client.query(variable["query"].replace("$__range_ms", str(range_ms))))[0]["last"]
+        assert picked == rp
+        tiered = [(w, q) for w, q in dashboard_queries() if "$tier" in q]
+        assert len(tiered) >= 15
+        for where, query in tiered:
+            q = (query.replace("$tier", picked).replace("$timeFilter", f"time > now() - {range_ms}ms")
+                 .replace("$__interval", "1h" if rp == "hour" else "1m"))  # fmt: skip
+            series = [s for r in client.query(q) for s in r.get("series", [])]
+            assert series and any(s["values"] for s in series), f"{where} on {rp}: no data for {q}"

@@ -165,3 +165,12 @@ def test_export_times():
     assert parse_time("2026-12-01T00:00:00") == parse_time("2026-12-01T00:00:00Z") == 1796083200.0
     with pytest.raises(ValueError):
         parse_time("yesterday")
+
+
+def test_dcs_export_is_wired_and_refuses_bad_arguments_before_asking_influxdb(capsys):
+    from trackerdcs import cli
+
+    assert cli.main(["export", "--from", "yesterday"]) == 64
+    assert "expected ISO time" in capsys.readouterr().err
+    assert cli.main(["export", "--from", "2h", "--format", "parquet"]) == 64  # Parquet is not written to a terminal
+    assert cli.main(["export", "--from", "1h", "--to", "2h"]) == 64  # --to before --from

@@ -271,10 +271,10 @@ def parquet_bytes(rows: Iterable[Row]) -> tuple[bytes, int]:
 
 
 def export_frame(
-    client: InfluxClient | None = None,
-    start: float | dt.datetime | str = "",
+    start: float | dt.datetime | str,
     stop: float | dt.datetime | str | None = None,
     *,
+    client: InfluxClient | None = None,
     modules: Sequence[str] = (),
     channels: Sequence[str] = (),
     measurements: Sequence[str] = (),
@@ -282,7 +282,8 @@ def export_frame(
     wide: bool = False,
 ) -> Any:
     """The export as a pandas DataFrame (long form, :data:`COLUMNS`; ``wide``: one column per series and field,
-    indexed by time). ``client`` defaults to :meth:`InfluxClient.from_env`. Needs pandas (extra ``analysis``)."""
+    indexed by time). ``start``/``stop`` as :func:`parse_time` takes them (``stop`` default now); ``client``
+    defaults to :meth:`InfluxClient.from_env`. Needs pandas (extra ``analysis``)."""
     import pandas as pd
 
     client = client or InfluxClient.from_env()

@@ -235,6 +235,9 @@ def test_export_of_a_known_window_returns_exactly_the_points_written(influx, tmp
     table = pq.read_table(out)
     assert table.num_rows == len(want)
     assert csv_out.getvalue().count("\n") == len(want) + 1  # header
+    wide = export.export_frame(t0 / 1000, t1 / 1000, modules=["module_0"], wide=True)
+    assert set(wide.columns) == {"caen_module/module=module_0/lv_vmon", "caen_module/module=module_0/hv_imon"}
+    assert len(wide) == len({t for m, t, _ in inside if m == "module_0"})
     assert set(frame["tags"]) == {"module=module_0"}
     assert len(frame) == len([w for w in want if w[1] == "module=module_0"])
 

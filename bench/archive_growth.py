@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from trackerdcs.influxql import InfluxClient  # noqa: E402
 from trackerdcs.influxtiers import continuous_queries, provision  # noqa: E402
-from trackerdcs.localbroker import free_port, wait_port  # noqa: E402
+from trackerdcs_devstack.localbroker import free_port, wait_port  # noqa: E402
 
 DB = "trackerdcs"
 

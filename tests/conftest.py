@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from trackerdcs.cipolicy import pytest_runtest_makereport  # noqa: F401 - the hook: on CI a skip is a failure
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker, free_port, running_in_ci
-from trackerdcs.supervisor import read_lines_until, stop_process
+from trackerdcs_devstack.cipolicy import pytest_runtest_makereport  # noqa: F401 - the hook: on CI a skip is a failure
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, running_in_ci
+from trackerdcs_devstack.supervisor import read_lines_until, stop_process
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DCS_SIM = Path(sys.executable).with_name("dcs-sim")
@@ -79,7 +79,7 @@ def sim_stack_launcher() -> Callable[..., Any]:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = ["CI=true: a skipped test counts as a failure (trackerdcs.cipolicy)"] if running_in_ci() else []
+    lines = ["CI=true: a skipped test counts as a failure (trackerdcs_devstack.cipolicy)"] if running_in_ci() else []
     if os.environ.get("MONGODB_URI"):
         return [*lines, "MongoDB: real server (MONGODB_URI)"]
     return [*lines, "MongoDB stand-in: mongomock (no MongoDB server on this machine; set MONGODB_URI to use one)"]

@@ -369,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return export.main(argv[1:])
     if argv and argv[0] in ("backup", "restore"):
-        from . import backup
-
+        try:  # the operations tooling lives in a checkout (scripts/setup.sh), not in the services' images
+            from trackerdcs_ops import backup
+        except ImportError:
+            print(f"dcs {argv[0]}: run it from a checkout of trackerdcs set up by scripts/setup.sh", file=sys.stderr)
+            return 2
         return (backup.main_backup if argv[0] == "backup" else backup.main_restore)(argv[1:])
     parser = build_parser()
     ns, rest = parser.parse_known_args(argv)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trackerdcs.cli import parse_assignments
-from trackerdcs.localbroker import LocalBroker
+from trackerdcs_devstack.localbroker import LocalBroker
 
 DEMO = Path(__file__).with_name("demo_service.py")
 DCS = Path(sys.executable).with_name("dcs")

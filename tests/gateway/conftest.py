@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trackerdcs.localbroker import free_port, wait_port
-from trackerdcs.supervisor import stop_process
+from trackerdcs_devstack.localbroker import free_port, wait_port
+from trackerdcs_devstack.supervisor import stop_process
 
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 

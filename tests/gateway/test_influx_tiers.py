@@ -32,11 +32,11 @@ from pathlib import Path
 import pytest
 from conftest import Influx
 
-from trackerdcs import backup as backup_mod
 from trackerdcs import export
 from trackerdcs.influxql import InfluxClient, InfluxError, rows
 from trackerdcs.influxtiers import NUMERIC, TierConfig, continuous_queries, provision, read_state
 from trackerdcs.runconditions import conditions_file
+from trackerdcs_ops import backup as backup_mod
 
 MIN = 60_000
 HOUR = 3_600_000

@@ -20,7 +20,7 @@ from ph2acf_bridge.settings import load_settings
 from ph2acf_bridge.store import MongoStore, RunStore
 
 from trackerdcs.client import CommandFailed, DcsClient, Message, NoReply
-from trackerdcs.localbroker import LocalBroker, free_port, wait_port
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, wait_port
 
 from .conftest import BIN, FAST_SIM, sim_env, unreachable_mongo
 

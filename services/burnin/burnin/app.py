@@ -17,9 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as mqtt
+from typing import TYPE_CHECKING, Any
 
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
@@ -34,6 +32,9 @@ from .recipe import RecipeError, load_recipe
 from .settings import BurninSettings
 from .store import BurninStore, mongo_factory
 from .world import Reply, Source, World
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,7 @@ class BurninApp:
             *(f"{root}/reply" for root in (r.caen, r.julabo, r.ph2acf)),
         ]
         for pattern in self._subscriptions:
-            self.svc.client.message_callback_add(pattern, self._on_message)
-        self.svc.on_connect_hooks.append(lambda: self.svc.client.subscribe([(t, 1) for t in self._subscriptions]))
+            self.svc.subscribe(pattern, self._on_message)
         self._register()
         if not settings.require_interlock:
             log.warning("require_interlock is false: the sequencer does NOT check the interlock (stand without one)")
@@ -132,7 +132,7 @@ class BurninApp:
             self._handle(self.engine.drain())
 
     # ------------------------------------------------------------------ inputs
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         self.svc.health.messages_in.tick()
         topic = msg.topic
         if topic.endswith("/availability"):

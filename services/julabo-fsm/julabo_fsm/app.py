@@ -10,9 +10,11 @@ from typing import Any
 
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.config import ConfigError, MqttSettings, section
+from trackerdcs.configmodel import validate
 from trackerdcs.deadband import Deadband
 from trackerdcs.service import Service
 
+from .config import JulaboFile
 from .driver import SETPOINT_READING, SETPOINT_SETTING, ChillerDriver, DriverConfig
 from .link import SerialLink
 from .protocol import ModelMap, Reading, Setting, model_map
@@ -46,36 +48,24 @@ class JulaboConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> JulaboConfig:
-        sec = dict(section(cfg, "julabo", required=True))
-        limits = sec.pop("limits", None) or {}
-        if not isinstance(limits, dict):
-            raise ConfigError("julabo.limits must be a mapping")
-        connection = sec.pop("connection", None)
-        if not isinstance(connection, str) or not connection:
-            raise ConfigError("julabo.connection is required: a serial device path or socket://host:port")
+        """Validate a loaded YAML mapping (:class:`julabo_fsm.config.JulaboFile`) into the service's config."""
+        if not isinstance(cfg.get("julabo"), Mapping):
+            section(cfg, "julabo", required=True)  # the usual message for a missing or non-mapping section
+        sec = validate(JulaboFile, cfg).julabo
         driver_fields = set(DriverConfig.__dataclass_fields__)
-        driver_args = {k: sec.pop(k) for k in list(sec) if k in driver_fields}
-        known = {"model", "reply_timeout_s", "serial", "root", "heartbeat_s"}
-        unknown = sorted(set(sec) - known)
-        if unknown:
-            raise ConfigError(f"julabo: unknown key(s) {', '.join(unknown)}")
-        try:
-            out = cls(
-                connection=connection,
-                setpoint_min=float(limits.get("setpoint_min", cls.setpoint_min)),
-                setpoint_max=float(limits.get("setpoint_max", cls.setpoint_max)),
-                driver=DriverConfig(**{k: type(getattr(DriverConfig, k))(v) for k, v in driver_args.items()}),
-                **sec,
-            )
-            model_map(out.model)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"julabo: {exc}") from None
+        out = cls(
+            connection=sec.connection,
+            model=sec.model,
+            setpoint_min=sec.limits.setpoint_min,
+            setpoint_max=sec.limits.setpoint_max,
+            reply_timeout_s=sec.reply_timeout_s,
+            serial=sec.serial.model_dump(exclude_none=True),
+            driver=DriverConfig(**{k: v for k, v in sec.model_dump().items() if k in driver_fields}),
+            root=sec.root,
+            heartbeat_s=sec.heartbeat_s,
+        )
         if out.setpoint_min >= out.setpoint_max:
             raise ConfigError("julabo.limits: setpoint_min must be below setpoint_max")
-        if out.driver.unsafe_attempts < 1:
-            raise ConfigError("julabo.unsafe_attempts must be at least 1")
-        if out.driver.stale_after_s <= 0:
-            raise ConfigError("julabo.stale_after_s must be positive (seconds)")
         if out.driver.pacing_s < 0.25:
             log.warning("pacing_s=%s is below the 250 ms the chiller needs: expect lost replies", out.driver.pacing_s)
         return out
@@ -152,16 +142,8 @@ class JulaboApp:
         d = self.driver
 
         def action() -> dict[str, Any]:
-            d.require_remote()
-            if d.status is not None and d.status.code < 0:
-                raise CommandError(
-                    f"chiller in alarm ({d.status.code:03d} {d.status.text}): clear it on the front panel first"
-                )
-            d.send(Setting.RUNNING, 1)
-            report = d.confirm_status("start")
-            if report.running is not True:
-                raise CommandError(f"the chiller did not start: STATUS {report.code:02d} {report.text}")
-            d.note_commanded(True)
+            d.require_startable()
+            report = d.start_verified()
             d.publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 

@@ -21,11 +21,12 @@ import sys
 import threading
 from pathlib import Path
 
-from .client import DcsClient
+from trackerdcs.client import DcsClient
+from trackerdcs.logsetup import setup_logging
+from trackerdcs_ops.uiusers import SIM_USERS, ensure_sim_users
+
 from .localbroker import REPO, LocalBroker, free_port, wait_port
-from .logsetup import setup_logging
 from .supervisor import ProcessSpec, Supervisor
-from .uiusers import SIM_USERS, ensure_sim_users
 
 log = logging.getLogger("dcs-sim")
 
@@ -119,7 +120,7 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         ),
         ProcessSpec(
             "envsim",
-            [sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room"],
+            [exe("env-sim"), "--sensor", "box", "--sensor", "room"],
             env={**broker.env("sensors"), "DCS_MQTT_CLIENT_ID": "envsim"},
         ),
         ProcessSpec(  # first of the MQTT programs: the audit trail records every command from the start

@@ -354,10 +354,10 @@ def main_restore(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m trackerdcs.backup backup|restore ...`` (the same as ``dcs backup`` / ``dcs restore``)."""
+    """``python -m trackerdcs_ops.backup backup|restore ...`` (the same as ``dcs backup`` / ``dcs restore``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("backup", "restore"):
-        print("usage: python -m trackerdcs.backup backup|restore [options]", file=sys.stderr)
+        print("usage: python -m trackerdcs_ops.backup backup|restore [options]", file=sys.stderr)
         return 64
     return (main_backup if argv[0] == "backup" else main_restore)(argv[1:])
 

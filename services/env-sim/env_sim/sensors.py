@@ -14,9 +14,9 @@ import signal
 import threading
 import time
 
-from .config import MqttSettings
-from .logsetup import setup_logging
-from .service import build_client, connect_properties
+from trackerdcs.config import MqttSettings
+from trackerdcs.logsetup import setup_logging
+from trackerdcs.service import build_client, connect_properties
 
 
 def reading(base_temp: float, base_rh: float, t: float, rng: random.Random) -> dict[str, float]:

@@ -172,7 +172,7 @@ def iter_rows(
     config: TierConfig | None = None,
 ) -> Iterator[Row]:
     """Every exported value of ``selections`` in ``[start, stop)`` (epoch seconds), window after window."""
-    start_ms, stop_ms = int(start * 1000), int(stop * 1000)
+    start_ms, stop_ms = round(start * 1000), round(stop * 1000)  # ms, without float truncation
     for selection in selections:
         for q in window_queries(selection, start_ms, stop_ms, tier, config):
             count = 0

@@ -174,3 +174,19 @@ def test_dcs_export_is_wired_and_refuses_bad_arguments_before_asking_influxdb(ca
     assert "expected ISO time" in capsys.readouterr().err
     assert cli.main(["export", "--from", "2h", "--format", "parquet"]) == 64  # Parquet is not written to a terminal
     assert cli.main(["export", "--from", "1h", "--to", "2h"]) == 64  # --to before --from
+
+
+def test_a_window_given_in_seconds_keeps_its_millisecond_edges():
+    """A run stopping at a point's exact time includes that point (no float truncation of the bound)."""
+    from trackerdcs import export
+
+    seen = []
+
+    class Recorder:
+        def stream(self, q, chunk_size):
+            seen.append(q)
+            return iter(())
+
+    stop_ms = 1_796_082_900_014  # (stop_ms / 1000 + 0.001) * 1000 is 1796082900014.9998: int() lost the point at stop
+    list(export.iter_rows(Recorder(), [Selection("julabo")], 1_796_082_000.123, window(0.0, stop_ms / 1000)[1]))
+    assert "time >= 1796082000123ms" in seen[0] and f"time < {stop_ms + 1}ms" in seen[0]

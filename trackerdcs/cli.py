@@ -10,6 +10,7 @@
     dcs audit [--since 1h] [--user U] [--service S]       who sent which command, and the reply (docs/security.md)
     dcs backup ... | dcs restore ...                      see docs/operations.md
     dcs completion bash                                   shell completion from the services' command tables
+    dcs export --from 7d [--modules M] [--tier 1m] -o F.parquet   time series for analysis (docs/operations.md)
 
 Global options (``--config``, ``--host``, ``--port``, ``--user``, ``--password-file``, ``--json``,
 ``--timeout``) may come before or after the subcommand (after ``audit``, ``--user`` filters the trail; give
@@ -44,7 +45,7 @@ DEFAULT_TIMEOUT_S = 10.0
 #: service's command table is not there (it names them: its ``start`` outcome)
 BURNIN_FINAL = ("DONE", "ABORTED", "FAILED", "IDLE")
 #: subcommands of dcs itself; any other first word is a service
-BUILTINS = ("status", "audit", "backup", "restore", "completion")
+BUILTINS = ("status", "audit", "backup", "restore", "export", "completion")
 
 # Bare positional values accepted for some commands: (service, command) -> argument name.
 POSITIONAL = {
@@ -854,7 +855,7 @@ _dcs() {{
   fi
   rest=("${{words[@]:i}}")
   if (( ${{#rest[@]}} == 0 )); then
-    choices="status audit backup restore completion {_words(list(tables))} {global_flags}"
+    choices="status audit backup restore export completion {_words(list(tables))} {global_flags}"
   elif [[ ${{rest[0]}} == status ]]; then
     choices="--watch --detail --interval {_words(list(tables))} {global_flags}"
   elif [[ ${{rest[0]}} == completion ]]; then
@@ -892,6 +893,10 @@ def main(argv: list[str] | None = None) -> int:
         if subcommand is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        if subcommand == "export":  # InfluxDB, not MQTT: its own options (dcs export --help)
+            from . import export
+
+            return export.main(rest)
         if subcommand in ("backup", "restore"):
             try:  # the operations tooling lives in a checkout (scripts/setup.sh), not in the services' images
                 from trackerdcs_ops import backup

@@ -30,6 +30,7 @@ from .checkout import checkout
 
 REPO = checkout()
 TEMPLATE = "deploy/pod.template.yml"
+COMPANION_OF = {"influx-tiers": "influxdb"}  # containers that only serve another one (left out with it)
 CONFIGMAPS = "deploy/configmaps.yml"
 PROFILES = "deploy/profiles"
 LOCAL_IMAGES = "deploy/local-images.yml"
@@ -189,6 +190,11 @@ def localize(
                 out.left_out[container["name"]] = why
                 continue
         kept.append(container)
+    for container in list(kept):  # a helper without the container it serves has nothing to do
+        serves = COMPANION_OF.get(container["name"])
+        if serves in out.left_out:
+            kept.remove(container)
+            out.left_out[container["name"]] = f"serves {serves}, which is left out"
     pod["spec"]["containers"] = kept
     used_volumes = {m["name"] for c in kept for m in c.get("volumeMounts", [])}
     inits = []

@@ -189,7 +189,10 @@ def test_localizing_replaces_or_leaves_out_missing_images_and_isolates_names() -
     ]  # fmt: skip
     assert result.replaced["julabo-fsm"] == "localhost/trackerdcs-base:latest"
     assert "caen-fsm" not in result.replaced
-    assert set(result.left_out) == {"influxdb", "telegraf", "grafana", "node-red", "mongodb", "grafana-secret-files"}
+    assert set(result.left_out) == {
+        "influxdb", "influx-tiers", "telegraf", "grafana", "node-red", "mongodb", "grafana-secret-files",
+    }  # fmt: skip
+    assert result.left_out["influx-tiers"] == "serves influxdb, which is left out"
     assert "Telegraf is not packaged" in result.left_out["telegraf"]
     assert pod["metadata"]["name"] == "t-trackerdcs-sim"
     assert all(ref["name"].startswith("t-trackerdcs-") for ref in deploytools._secret_refs(pod))

@@ -174,6 +174,7 @@ def test_every_container_that_can_run_here_is_up_and_the_others_are_named(pod: P
     assert {
         "mosquitto",
         "influxdb",
+        "influx-tiers",
         "caen-fsm",
         "julabo-fsm",
         "ph2acf-bridge",
@@ -301,6 +302,29 @@ def test_lv_on_sent_over_mqtt_from_the_host_switches_the_simulated_channel_on(po
         assert module["lv_vmon"] > 12
         other = client.status("caen", "module/module_1")
         assert other["state"] == "OFF"
+
+
+@pytest.mark.timeout(120)
+def test_influx_tiers_provisions_retention_and_continuous_queries_at_first_start(pod: Pod) -> None:
+    """The influx-tiers container (trackerdcs.influxtiers serve) against the pod's InfluxDB, with auth."""
+    password = (pod.secrets / "influxdb-admin-password").read_text()
+
+    def show(q: str) -> str:
+        return podman(
+            "exec", pod.container("influxdb"), "/usr/bin/curl", "-s", "-u", f"admin:{password}", "-G",
+            "http://127.0.0.1:8086/query", "--data-urlencode", "db=trackerdcs", "--data-urlencode", f"q={q}",
+            check=False,
+        ).stdout  # fmt: skip
+
+    deadline = time.monotonic() + 60
+    while "cq_hour_caen_module" not in (cqs := show("SHOW CONTINUOUS QUERIES")):
+        assert time.monotonic() < deadline, cqs
+        time.sleep(1)
+    rps = json.loads(show("SHOW RETENTION POLICIES"))["results"][0]["series"][0]["values"]
+    assert {r[0]: r[1] for r in rps} == {"autogen": "720h0m0s", "minute": "17520h0m0s", "hour": "0s"}
+    probe = podman("exec", pod.container("influx-tiers"), "/opt/trackerdcs/venv/bin/python", "-m",
+                   "trackerdcs.influxtiers", "probe", check=False)  # fmt: skip
+    assert probe.returncode == 0
 
 
 @pytest.mark.timeout(120)

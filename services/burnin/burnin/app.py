@@ -23,6 +23,7 @@ from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
+from trackerdcs.runconditions import conditions_file
 from trackerdcs.service import Service, dumps
 
 from .engine import Engine, Outputs, Refused, State
@@ -70,6 +71,8 @@ class BurninApp:
         self._online: dict[str, bool] = {}
         self._pending: dict[str, str] = {}  # command id -> service root
         self._curves: set[str] = set()  # modules whose IV curve this process has published
+        self._conditions_meta: dict[str, Any] | None = None  # the ended burn-in's conditions file
+        self._conditions_thread: threading.Thread | None = None
         self._curves_lock = threading.Lock()
         self._lock = self.engine.lock
         self._stop = threading.Event()
@@ -245,6 +248,7 @@ class BurninApp:
                 outcome=ended.get("outcome"),
                 stop_ts=time.time(),
             )
+            self._save_conditions()
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
         self.publish(steps=bool(out.journal))
@@ -262,7 +266,39 @@ class BurninApp:
 
     def _save_document(self) -> None:
         doc = {**self.engine.document(), "ts": time.time(), "conditions": self._conditions()}
+        if self._conditions_meta is not None:
+            doc["conditions_file"] = self._conditions_meta
         self.store.save("burnins", self.engine.uid, doc, Path(self.engine.uid) / "burnin.json")
+
+    def _save_conditions(self) -> None:
+        """The burn-in's time series (its modules, chiller, environment, interlock, events) into its archive
+        as ``conditions.parquet`` and GridFS (trackerdcs.runconditions); the document records where. Runs in a
+        thread of its own (days of points take seconds to export): the sequencer's loop goes on meanwhile; the
+        thread rewrites the burn-in's final document with ``conditions_file`` when done."""
+        info = self.engine.info
+        if info is None:
+            return
+        stop = time.time()
+        start = stop - max(0.0, self.engine.now - info.start_t) / max(self.settings.time_scale, 1e-9)
+        uid = self.engine.uid
+        final = {**self.engine.document(), "ts": stop, "conditions": self._conditions()}
+
+        def export() -> None:
+            try:
+                found = conditions_file(final.get("modules") or [], start, stop)
+                meta = dict(found.meta)
+                if found.data is not None:
+                    path = Path(uid) / "conditions.parquet"
+                    meta.update(path=str(path), stored=self.store.save_file(path, found.data))
+                if self.engine.uid == uid:
+                    self._conditions_meta = meta
+                self.store.save("burnins", uid, {**final, "conditions_file": meta}, Path(uid) / "burnin.json")
+            except Exception:  # never lose the sequencer to an archive problem
+                log.exception("conditions file of burn-in %s not written", uid)
+
+        thread = threading.Thread(target=export, name=f"conditions-{uid}", daemon=True)
+        self._conditions_thread = thread
+        thread.start()
 
     def _conditions(self) -> dict[str, Any]:
         w = self.world()
@@ -403,6 +439,7 @@ class BurninApp:
             if self.engine.state in (State.RUNNING, State.HOLDING, State.PAUSED, State.ABORTING, State.FAILED):
                 raise CommandError(f"a burn-in is {self.engine.state.value} ({self.engine.uid}): abort it first")
             self.journal.begin()
+            self._conditions_meta = None
             try:
                 self.engine.start(recipe, uid, operator, args.get("comment") or "", self.clock.now(), self.world())
             except Refused as exc:

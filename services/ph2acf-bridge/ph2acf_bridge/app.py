@@ -29,6 +29,7 @@ from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
+from trackerdcs.runconditions import conditions_file
 from trackerdcs.service import Service
 
 from .conditions import ConditionsCache
@@ -422,7 +423,9 @@ class Bridge:
             result=result,
             conditions_end=self.conditions.snapshot(),
         )
-        where = self.store.save(doc, end.result_file, channels)
+        conditions = conditions_file(ctx.modules, ctx.start_ts or stop_ts, stop_ts)
+        doc["conditions_file"] = conditions.meta
+        where = self.store.save(doc, end.result_file, channels, conditions.data)
         if where == "spooled":
             self.svc.event(
                 "spool",

@@ -43,8 +43,8 @@ from burnin.steps import TARGET_STATES
 
 from trackerdcs.client import DcsClient, Message
 from trackerdcs.config import MqttSettings, load_yaml
-from trackerdcs.localbroker import REPO, free_port
-from trackerdcs.supervisor import stop_process
+from trackerdcs_devstack.localbroker import REPO, free_port
+from trackerdcs_devstack.supervisor import stop_process
 
 RESULTS = Path(__file__).parent / "results"
 MODULES = [f"module_{i}" for i in range(10)]

@@ -35,8 +35,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trackerdcs.localbroker import LocalBroker, free_port  # noqa: E402
-from trackerdcs.localca import loopback_ca_env  # noqa: E402
+from trackerdcs_devstack.localbroker import LocalBroker, free_port  # noqa: E402
+from trackerdcs_devstack.localca import loopback_ca_env  # noqa: E402
 
 CA_PORT = free_port()
 CA_ENV = loopback_ca_env(CA_PORT)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from trackerdcs import backup, deploytools
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings
-from trackerdcs.localbroker import free_port, wait_port
+from trackerdcs_devstack.localbroker import free_port, wait_port
+from trackerdcs_ops import backup, deploytools
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -43,8 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trackerdcs.localbroker import LocalBroker, free_port, wait_port  # noqa: E402
-from trackerdcs.localca import loopback_ca_env  # noqa: E402
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, wait_port  # noqa: E402
+from trackerdcs_devstack.localca import loopback_ca_env  # noqa: E402
 
 CA_PORT = free_port()
 os.environ.update(loopback_ca_env(CA_PORT))  # before pyepics loads libca

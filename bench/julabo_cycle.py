@@ -28,7 +28,7 @@ from pathlib import Path
 from julabo_fsm.app import JulaboApp, JulaboConfig
 
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker
+from trackerdcs_devstack.localbroker import LocalBroker
 
 OUT = Path(__file__).parent / "results" / "julabo_cycle.json"
 CYCLES = 12

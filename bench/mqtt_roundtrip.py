@@ -18,8 +18,8 @@ from pathlib import Path
 
 from trackerdcs.client import DcsClient
 from trackerdcs.commands import Arg
-from trackerdcs.localbroker import LocalBroker
 from trackerdcs.service import Service
+from trackerdcs_devstack.localbroker import LocalBroker
 
 RESULTS = Path(__file__).parent / "results"
 

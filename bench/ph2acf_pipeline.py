@@ -24,7 +24,7 @@ from ph2acf_bridge.summary import summarise
 from ph2acf_sim.detector import example_xml, parse_chips
 from ph2acf_sim.histograms import write_results
 
-from trackerdcs.localbroker import free_port, wait_port
+from trackerdcs_devstack.localbroker import free_port, wait_port
 
 OUT = Path(__file__).parent / "results" / "ph2acf_pipeline.json"
 

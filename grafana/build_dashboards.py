@@ -99,9 +99,43 @@ def panel(
     return p
 
 
+# Retention tiers (trackerdcs/influxtiers.py): raw points in "autogen" (30 d), per-minute aggregates in "minute",
+# per-hour in "hour"; a tier keeps each field's mean under its own name, so a panel query reads the same on every
+# tier. The hidden variable ``tier`` picks the RP by the length of the time range (refreshed when it changes):
+# up to a day raw, up to 31 days minutes, beyond that hours, so a one-year panel never scans raw points.
+TIERED = ("caen_system", "caen_module", "caen_channel", "julabo", "ph2acf", "environment", "interlock", "dcs_health")
+TIER_QUERY = (
+    'SELECT last("rp") FROM "hour"."tier_select" WHERE "min_range_ms" < $__range_ms AND "max_range_ms" >= $__range_ms'
+)
+TIER_VARIABLE = {
+    "name": "tier",
+    "label": "archive tier",
+    "type": "query",
+    "datasource": DS,
+    "query": TIER_QUERY,
+    "definition": TIER_QUERY,
+    "refresh": 2,  # on time range change
+    "hide": 2,
+    "includeAll": False,
+    "multi": False,
+    "current": {"text": "autogen", "value": "autogen"},
+    "options": [],
+    "sort": 0,
+}
+
+
+def tiered(query: str) -> str:
+    """``query`` reading the measurements the tiers aggregate from the RP ``$tier`` picks."""
+    for m in TIERED:
+        query = query.replace(f'FROM "{m}"', f'FROM "$tier"."{m}"')
+    return query
+
+
 def dashboard(uid: str, title: str, panels: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> dict[str, Any]:
     for i, p in enumerate(panels, start=1):
         p["id"] = i
+        for t in p["targets"]:
+            t["query"] = tiered(t["query"])
     return {
         "uid": uid,
         "title": title,
@@ -113,7 +147,7 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]], annotations: l
         "refresh": "10s",
         "time": {"from": "now-6h", "to": "now"},
         "annotations": {"list": annotations},
-        "templating": {"list": []},
+        "templating": {"list": [TIER_VARIABLE]},
         "panels": panels,
     }
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from trackerdcs.cipolicy import pytest_runtest_makereport  # noqa: F401 - the hook: on CI a skip is a failure
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker, free_port, running_in_ci
-from trackerdcs.supervisor import read_lines_until, stop_process
+from trackerdcs_devstack.cipolicy import pytest_runtest_makereport  # noqa: F401 - the hook: on CI a skip is a failure
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, running_in_ci
+from trackerdcs_devstack.supervisor import read_lines_until, stop_process
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DCS_SIM = Path(sys.executable).with_name("dcs-sim")
@@ -79,7 +79,7 @@ def sim_stack_launcher() -> Callable[..., Any]:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = ["CI=true: a skipped test counts as a failure (trackerdcs.cipolicy)"] if running_in_ci() else []
+    lines = ["CI=true: a skipped test counts as a failure (trackerdcs_devstack.cipolicy)"] if running_in_ci() else []
     if os.environ.get("MONGODB_URI"):
         return [*lines, "MongoDB: real server (MONGODB_URI)"]
     return [*lines, "MongoDB stand-in: mongomock (no MongoDB server on this machine; set MONGODB_URI to use one)"]
@@ -94,7 +94,8 @@ FAST_FILES = {
     "burnin/test_store.py",
     "caen/test_config.py", "caen/test_fsm.py", "caen/test_permit.py", "caen/test_sim_model.py",
     "caen/test_status_bits.py",
-    "foundation/test_command_parsing.py", "foundation/test_config.py", "foundation/test_deadband.py",
+    "foundation/test_command_parsing.py", "foundation/test_command_tables.py", "foundation/test_config.py",
+    "foundation/test_deadband.py",
     "julabo/test_fsm.py", "julabo/test_protocol.py", "julabo/test_safety_core.py", "julabo/test_simulator_engine.py",
     "ph2acf/test_conditions.py", "ph2acf/test_framing.py", "ph2acf/test_logparse.py", "ph2acf/test_settings.py",
     "ph2acf/test_summary.py",

@@ -30,8 +30,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from .commands import Arg, CommandError
 from .config import MqttSettings
+from .configmodel import ConfigModel, MqttSection, validate
 from .service import Service, dumps
 
 log = logging.getLogger(__name__)
@@ -345,19 +348,25 @@ class AuditRecorder:
         self.svc.stop()
 
 
-def build(config: dict[str, Any], settings: MqttSettings) -> AuditRecorder:
-    """The recorder from a config's ``audit:`` section (folder, retention_days, recent)."""
-    from .config import ConfigError
+class AuditSection(ConfigModel):
+    """``audit:``: where the trail is kept and for how long."""
 
-    section = config.get("audit") or {}
-    if not isinstance(section, dict) or not section.get("folder"):
-        raise ConfigError("audit.folder (where the trail is kept) is required")
-    try:
-        retention = int(section.get("retention_days", 365))
-        recent = int(section.get("recent", 20))
-    except (TypeError, ValueError):
-        raise ConfigError("audit.retention_days and audit.recent must be integers") from None
-    return AuditRecorder(settings, Path(section["folder"]), retention_days=retention, recent=recent)
+    folder: str = Field(min_length=1, description="one JSON-lines file per UTC day")
+    retention_days: int = Field(365, ge=0, description="older day files are deleted (0: keep everything)")
+    recent: int = Field(20, ge=1, description="records on audit/recent (the operator UI's table)")
+
+
+class AuditFile(ConfigModel):
+    """The dcs-audit configuration file."""
+
+    mqtt: MqttSection = MqttSection()
+    audit: AuditSection
+
+
+def build(config: dict[str, Any], settings: MqttSettings) -> AuditRecorder:
+    """The recorder from a config's ``audit:`` section (folder, retention_days, recent): see :class:`AuditFile`."""
+    section = validate(AuditFile, config).audit
+    return AuditRecorder(settings, Path(section.folder), retention_days=section.retention_days, recent=section.recent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Example::
     with DcsClient(MqttSettings(host="127.0.0.1", username="operator", password_file="...")) as dcs:
         reply = dcs.command("caen", "lv_on", modules=["M1"])   # raises CommandFailed if ok is false
         print(dcs.status("caen"))
+        dcs.command("caen", "hv_on", modules=["M1"], wait=True)  # until M1 reads HV_ON (ActionFailed if it trips)
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .completion import (
+    DONE,
+    FAILED,
+    Completion,
+    CompletionTracker,
+    failure_message,
+    timeout_message,
+)
 from .config import MqttSettings
 from .service import build_client, set_nodelay
 from .topics import REPLY_PREFIX, Topics
@@ -47,6 +56,23 @@ class CommandFailed(DcsError):
 
 class NoReply(DcsError):
     """No reply arrived in time (service offline, broker down, or the ACL dropped the command)."""
+
+
+class ActionFailed(DcsError):
+    """The command was accepted but its outcome failed (a module tripped, the chiller went into alarm, a run
+    failed): the published status reached a value its command table calls *failed*. ``tracker`` has the status."""
+
+    def __init__(self, message: str, reply: dict[str, Any], tracker: CompletionTracker) -> None:
+        super().__init__(message)
+        self.reply, self.tracker = reply, tracker
+
+
+class ActionTimeout(DcsError):
+    """The command was accepted but its outcome was not reached in time (it may still be under way)."""
+
+    def __init__(self, message: str, reply: dict[str, Any], tracker: CompletionTracker) -> None:
+        super().__init__(message)
+        self.reply, self.tracker = reply, tracker
 
 
 @dataclass
@@ -76,6 +102,7 @@ class DcsClient:
         self.client = build_client(settings, self.client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connect_timeout = connect_timeout
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -84,6 +111,8 @@ class DcsClient:
         self._retained: dict[str, Message] = {}
         self._watchers: list[tuple[str, Callable[[Message], None]]] = []
         self._subscriptions: set[str] = set()
+        self._acked: set[int] = set()
+        self._acked_cond = threading.Condition()
         #: ``from`` of the commands this client sends (audit trail): program, login and host
         self.origin = f"{Path(sys.argv[0]).name or 'python'} {_login()}@{socket.gethostname()}"[:200]
 
@@ -121,6 +150,20 @@ class DcsClient:
             client.subscribe(pattern, qos=1)
         self._connected.set()
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        with self._acked_cond:
+            self._acked.add(mid)
+            self._acked_cond.notify_all()
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until the broker has sent every retained message of the subscriptions made so far: it answers
+        subscriptions in order and sends a subscription's retained messages before it answers the next one, so
+        once a marker subscription is acknowledged, what is retained is here (and what is missing does not exist).
+        False if the broker did not answer within ``timeout``."""
+        _, mid = self.client.subscribe(self.reply_topic, qos=1)
+        with self._acked_cond:
+            return self._acked_cond.wait_for(lambda: mid in self._acked, timeout)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         message = Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.time())
         if msg.topic == self.reply_topic:
@@ -152,9 +195,16 @@ class DcsClient:
         *,
         timeout: float = 10.0,
         check: bool = True,
+        wait: bool | float = False,
+        progress: Callable[[CompletionTracker, float], None] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Send ``command`` to ``service`` and return its reply document.
+
+        With ``wait`` (True: the command's own time limit from the service's command table; a number: that many
+        seconds) it then waits for the command's outcome as the table defines it (e.g. every module named reads
+        LV on), calling ``progress(tracker, elapsed_s)`` about twice a second, and raises :class:`ActionFailed`
+        or :class:`ActionTimeout` if it is not reached; the reply gets ``outcome`` (the watched status documents).
 
         The request carries a unique ``id`` and MQTT v5 Response Topic/Correlation Data; it expires at the
         broker after ``timeout`` seconds, so a command can never be delivered late to a service that was
@@ -163,6 +213,12 @@ class DcsClient:
         :class:`NoReply` after ``timeout`` and, with ``check``, :class:`CommandFailed`
         when the reply says ``ok: false``.
         """
+        completion = None
+        if wait is not False and wait is not None:
+            completion = self.completion(service, command)
+            if completion is None:
+                raise DcsError(f"{service} publishes no outcome for '{command}': its reply is the result")
+            self.subscribe([completion.subscription(service)])
         payload = dict(args or {})
         payload.update(kwargs)
         ident = payload.setdefault("id", uuid.uuid4().hex)
@@ -191,7 +247,84 @@ class DcsClient:
         reply = pending.reply or {}
         if check and not reply.get("ok"):
             raise CommandFailed(reply)
+        if completion is not None and reply.get("ok"):
+            limit = completion.timeout_s if wait is True else float(wait)
+            tracker = self.await_outcome(service, command, completion, reply, limit, progress)
+            reply["outcome"] = tracker.docs
         return reply
+
+    # ------------------------------------------------------------------ command tables and outcomes
+    def commands(self, service: str, timeout: float = 3.0) -> dict[str, Any] | None:
+        """The command table ``service`` publishes on ``<root>/commands`` (None if it publishes none)."""
+        topic = Topics(service).commands
+        if topic not in self._subscriptions:
+            self.subscribe([topic])
+            self.sync(timeout)
+        message = self.latest(topic).get(topic)  # kept current: a service republishes it when it reconnects
+        try:
+            table = message.json() if message is not None else None
+        except ValueError:
+            table = None
+        return table if isinstance(table, dict) else None
+
+    def completion(self, service: str, command: str) -> Completion | None:
+        """What "done" means for ``command`` of ``service``, from its command table (None: the reply is all)."""
+        table = self.commands(service) or {}
+        for entry in table.get("commands") or []:
+            if isinstance(entry, dict) and entry.get("name") == command and entry.get("completion"):
+                try:
+                    return Completion.from_json(entry["completion"])
+                except ValueError:
+                    return None
+        return None
+
+    def await_outcome(
+        self,
+        service: str,
+        command: str,
+        completion: Completion,
+        reply: dict[str, Any],
+        timeout: float | None,
+        progress: Callable[[CompletionTracker, float], None] | None = None,
+    ) -> CompletionTracker:
+        """Follow the status topics of ``completion`` for the accepted ``reply`` until done (returns the
+        tracker), failed (:class:`ActionFailed`) or ``timeout`` seconds passed (:class:`ActionTimeout`)."""
+        label = f"{service} {command}"
+        try:
+            tracker = CompletionTracker(completion, service, reply.get("result"))
+        except ValueError as exc:
+            raise DcsError(f"{label}: cannot wait: {exc}") from None
+        changed = threading.Event()
+
+        def on_status(message: Message) -> None:
+            if message.topic in tracker.docs:
+                changed.set()
+
+        self.watch(completion.subscription(service), on_status)
+        started = time.monotonic()
+        try:
+            while True:
+                for topic, message in self.latest(completion.subscription(service)).items():
+                    try:
+                        tracker.update(topic, message.json())
+                    except ValueError:
+                        continue
+                elapsed = time.monotonic() - started
+                if progress is not None:
+                    progress(tracker, elapsed)
+                verdict = tracker.verdict
+                if verdict == DONE:
+                    return tracker
+                if verdict == FAILED:
+                    raise ActionFailed(failure_message(label, tracker), reply, tracker)
+                if timeout is not None and elapsed >= timeout:
+                    raise ActionTimeout(timeout_message(label, tracker, timeout), reply, tracker)
+                left = 0.5 if timeout is None else max(0.0, min(0.5, timeout - elapsed))
+                changed.wait(left)
+                changed.clear()
+        finally:
+            with self._lock:
+                self._watchers = [(p, cb) for p, cb in self._watchers if cb is not on_status]
 
     # ------------------------------------------------------------------ status
     def subscribe(self, patterns: Iterable[str]) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .completion import Completion
+
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
 #: the only bytes JSON counts as whitespace (bytes.strip() would also drop form feeds and vertical tabs)
@@ -44,6 +46,22 @@ class Arg:
     item_kind: Any = None
     help: str = ""
 
+    def describe(self) -> dict[str, Any]:
+        """This argument as published in the command table: name, type (``string``, ``integer``, ``number``,
+        ``boolean``, ``list``, ``any``), ``items`` (type of a list's items), required, default, minimum,
+        maximum, choices, help; absent bounds and choices are null."""
+        return {
+            "name": self.name,
+            "type": kind_name(self.kind),
+            "items": None if self.kind is not list else kind_name(self.item_kind),
+            "required": self.required,
+            "default": _plain(self.default),
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "choices": None if self.choices is None else [_plain(c) for c in self.choices],
+            "help": self.help,
+        }
+
     def coerce(self, value: Any) -> Any:
         """Return ``value`` checked against this argument, or raise :class:`CommandError`."""
         if self.kind == "any":
@@ -67,6 +85,23 @@ class Arg:
             allowed = ", ".join(str(c) for c in self.choices)
             raise CommandError(f"argument '{self.name}'={checked!r} is not one of: {allowed}")
         return checked
+
+
+KIND_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", "any": "any"}
+
+
+def kind_name(kind: Any) -> str:
+    """The JSON-schema-like name of an argument kind (``None``, a list of anything: ``any``)."""
+    return "any" if kind is None else KIND_NAMES.get(kind, str(kind))
+
+
+def _plain(value: Any) -> Any:
+    """A default or choice as JSON can carry it."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 def _type_name(value: Any) -> str:
@@ -115,6 +150,18 @@ class CommandSpec:
     args: tuple[Arg, ...] = ()
     help: str = ""
     allow_extra: bool = False
+    #: what "done" means for a command whose reply comes before its effect (a ramp, a run); None: the reply
+    completion: Completion | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """This command as published in the command table (handler left out)."""
+        return {
+            "name": self.name,
+            "help": self.help,
+            "args": [a.describe() for a in self.args],
+            "allow_extra": self.allow_extra,
+            "completion": None if self.completion is None else self.completion.describe(),
+        }
 
     def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Check ``raw`` (the payload without ``id``) and return the arguments with defaults filled in."""
@@ -244,3 +291,22 @@ def command_table(specs: Iterable[CommandSpec]) -> dict[str, CommandSpec]:
             raise ValueError(f"command '{spec.name}' registered twice")
         table[spec.name] = spec
     return table
+
+
+#: version of the command table document (``<root>/commands``); bumped when a field changes meaning
+TABLE_SCHEMA = 1
+
+
+def describe_table(
+    service: str, specs: Iterable[CommandSpec], version: str = "", root: str | None = None
+) -> dict[str, Any]:
+    """The command table a service publishes retained on ``<root>/commands`` (docs/mqtt-api.md): every command
+    with its arguments (type, range, choices, help) and what "done" means for it. ``dcs SERVICE --help``, shell
+    completion and forms are built from it."""
+    return {
+        "schema": TABLE_SCHEMA,
+        "service": service,
+        "root": root or service,
+        "version": version,
+        "commands": [spec.describe() for spec in sorted(specs, key=lambda s: s.name)],
+    }

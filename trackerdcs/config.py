@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,31 +91,21 @@ class MqttSettings:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> MqttSettings:
-        """Build settings from a ``mqtt:`` config mapping, then apply ``DCS_MQTT_<FIELD>`` env overrides."""
+        """Build settings from a ``mqtt:`` config mapping, then apply ``DCS_MQTT_<FIELD>`` env overrides.
+
+        The mapping is checked strictly (:class:`trackerdcs.configmodel.MqttSection`); an environment value is
+        text, read as what its key expects (``DCS_MQTT_PORT=1884``, ``DCS_MQTT_TLS_INSECURE=false``)."""
+        from .configmodel import MqttSection, from_environment, validate
+
         env = os.environ if env is None else env
-        section = dict(section or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ConfigError(f"mqtt: unknown key(s) {', '.join(unknown)}")
-        for name in known:
+        values = validate(MqttSection, section, prefix="mqtt").model_dump()
+        for name in values:
             key = f"DCS_MQTT_{name.upper()}"
             if key in env and env[key] != "":
-                section[name] = env[key]
+                values[name] = from_environment(MqttSection, name, key, env[key])
         if env.get("DCS_MQTT_PASSWORD") and not env.get("DCS_MQTT_PASSWORD_FILE"):
-            section["password_file"] = None  # a password given in the environment beats the file named in YAML
-        try:
-            settings = cls(**section)
-            settings.port = int(settings.port)
-            settings.keepalive = int(settings.keepalive)
-            settings.session_expiry_s = int(settings.session_expiry_s)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"mqtt: {exc}") from None
-        if isinstance(settings.tls_insecure, str):
-            settings.tls_insecure = settings.tls_insecure.lower() in ("1", "true", "yes")
-        if not 0 < settings.port < 65536:
-            raise ConfigError(f"mqtt: port {settings.port} out of range")
-        return settings
+            values["password_file"] = None  # a password given in the environment beats the file named in YAML
+        return cls(**values)
 
 
 def section(config: Mapping[str, Any], name: str, required: bool = False) -> dict[str, Any]:

@@ -7,7 +7,8 @@ docs/mqtt-api.md asks for:
 * ``<root>/status[/<sub>]`` retained JSON snapshots, deadbanded, with heartbeat, republished on reconnect;
 * ``<root>/cmd/<name>`` commands, validated, executed one at a time on a worker thread, each answered on
   ``<root>/reply`` and, for MQTT v5 requests, on the Response Topic with the Correlation Data;
-* ``<root>/event`` alarms and events; ``<root>/health`` retained process health.
+* ``<root>/event`` alarms and events; ``<root>/health`` retained process health;
+* ``<root>/commands`` retained command table (names, arguments with types and ranges, help, what "done" means).
 
 Usage::
 
@@ -45,7 +46,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import __version__
-from .commands import Arg, CommandError, CommandRequest, CommandSpec, parse_payload, peek_id
+from .commands import Arg, CommandError, CommandRequest, CommandSpec, describe_table, parse_payload, peek_id
+from .completion import Completion
 from .config import MqttSettings
 from .deadband import Deadband, SnapshotFilter
 from .health import HealthMonitor
@@ -180,11 +182,13 @@ class Service:
         self.client.on_subscribe = self._on_subscribe
 
     # ------------------------------------------------------------------ commands
-    def command(self, name: str, *args: Arg, help: str = "", allow_extra: bool = False) -> Callable[[Handler], Handler]:
+    def command(
+        self, name: str, *args: Arg, help: str = "", allow_extra: bool = False, completion: Completion | None = None
+    ) -> Callable[[Handler], Handler]:
         """Decorator registering ``handler(args) -> result | None`` as command ``name``."""
 
         def register(handler: Handler) -> Handler:
-            self.add_command(name, handler, args, help=help, allow_extra=allow_extra)
+            self.add_command(name, handler, args, help=help, allow_extra=allow_extra, completion=completion)
             return handler
 
         return register
@@ -197,11 +201,24 @@ class Service:
         *,
         help: str = "",
         allow_extra: bool = False,
+        completion: Completion | None = None,
     ) -> None:
-        """Register ``handler`` for ``<root>/cmd/<name>``."""
+        """Register ``handler`` for ``<root>/cmd/<name>``. ``completion``: what "done" means when the reply
+        comes before the effect (a ramp, a run), published in the command table for clients that wait."""
         if name in self._commands:
             raise ValueError(f"command '{name}' registered twice")
-        self._commands[name] = CommandSpec(name, handler, tuple(args), help=help, allow_extra=allow_extra)
+        self._commands[name] = CommandSpec(
+            name, handler, tuple(args), help=help, allow_extra=allow_extra, completion=completion
+        )
+        if self.connected.is_set():
+            self._publish_commands()
+
+    def command_table(self) -> dict[str, Any]:
+        """The command table published retained on ``<root>/commands`` (docs/mqtt-api.md)."""
+        return describe_table(self.name, self._commands.values(), self.version, self.topics.root)
+
+    def _publish_commands(self) -> None:
+        self.publish(self.topics.commands, dumps(self.command_table()), retain=True)
 
     @property
     def command_names(self) -> list[str]:
@@ -406,6 +423,7 @@ class Service:
             client.subscribe(pattern, qos=1)
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         self.connected.set()
+        self._publish_commands()
         log.info("connected to %s:%s as %s", self.settings.host, self.settings.port, self.settings.username)
         with self._status_lock:
             latest = list(self._latest.items())

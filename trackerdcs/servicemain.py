@@ -1,7 +1,9 @@
 """The ``main()`` every service shares: ``<prog> --config FILE [--log-level L]``, run until SIGTERM/SIGINT.
 
-A configuration error prints one line and exits with status 2 (the pod's restart policy then shows it
-crash-looping with that line in its log instead of running half-configured).
+A configuration error prints one line naming the file, the key and what was expected, and exits with status 2
+(the pod's restart policy then shows it crash-looping with that line in its log instead of running
+half-configured). Every service reads its file through strict models (:mod:`trackerdcs.configmodel`), so a wrong
+type or an unknown key is such an error, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from .config import ConfigError, MqttSettings, load_yaml
+from .configmodel import describe
 from .logsetup import setup_logging
 
 
@@ -39,8 +44,11 @@ def run_service(
     try:
         config = load_yaml(args.config)
         app = build(config, MqttSettings.from_config(config.get("mqtt")))
-    except ConfigError as exc:
-        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+    except (ConfigError, ValidationError) as exc:
+        message = describe(exc) if isinstance(exc, ValidationError) else str(exc)
+        if args.config not in message:
+            message = f"{args.config}: {message}"
+        print(f"{prog}: configuration error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -36,6 +36,11 @@ class Topics:
         return f"{self.root}/event"
 
     @property
+    def commands(self) -> str:
+        """The retained command table: every command, its arguments and what "done" means for it."""
+        return f"{self.root}/commands"
+
+    @property
     def command_filter(self) -> str:
         return f"{self.root}/cmd/+"
 

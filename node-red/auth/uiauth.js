@@ -8,7 +8,7 @@
  *
  *     <name> <role> scrypt:<N>:<r>:<p>:<salt base64>:<key base64>
  *
- * with role viewer, operator or expert. Lines starting with # are comments. trackerdcs/uiusers.py writes these
+ * with role viewer, operator or expert. Lines starting with # are comments. trackerdcs_ops/uiusers.py writes these
  * lines (`dcs-ui-user add NAME ROLE`). Passwords are checked with scrypt on libuv's thread pool, so a login (or a
  * flood of wrong ones) never blocks the event loop the interlock runs on; a checked Authorization header is
  * remembered for CACHE_MS, a wrong one too (so retrying it costs nothing).

@@ -232,6 +232,20 @@ describe('latching and acknowledgement', () => {
   });
 });
 
+describe('command table', () => {
+  it('publishes its command table retained with the first status and every heartbeat, as every service does', () => {
+    const il = started({ heartbeatS: 30 });
+    const tables = (out) => out.filter((o) => o.topic === 'interlock/commands');
+    const first = tables(il.tick(T0 + 31));
+    assert.strictEqual(first.length, 1);
+    assert.strictEqual(first[0].retain, true);
+    const [ack] = first[0].payload.commands;
+    assert.deepStrictEqual([ack.name, ack.args.map((a) => [a.name, a.type, a.required]), ack.completion],
+      ['acknowledge', [['operator', 'string', false]], null]);
+    assert.strictEqual(tables(il.tick(T0 + 40)).length, 0, 'not with every status change');
+  });
+});
+
 describe('status publication', () => {
   it('publishes the retained status on change and as a heartbeat only', () => {
     const il = started({ heartbeatS: 30 });

@@ -13,7 +13,7 @@ const path = require('path');
 
 const here = path.resolve(__dirname, '..');
 const ui = (name) => fs.readFileSync(path.join(here, 'ui', name), 'utf8');
-// Who may send which command (also the source of the Mosquitto ACL: trackerdcs/acl.py)
+// Who may send which command (also the source of the Mosquitto ACL: trackerdcs_ops/acl.py)
 const ROLES = JSON.parse(fs.readFileSync(path.join(here, '..', 'mosquitto', 'roles.json'), 'utf8')).roles;
 const withRoles = (code) => `const ROLES = ${JSON.stringify(ROLES)};\n${code}`;
 

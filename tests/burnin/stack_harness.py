@@ -22,9 +22,9 @@ from julabo_sim import control_client
 
 from trackerdcs.client import DcsClient, Message
 from trackerdcs.config import MqttSettings, load_yaml
-from trackerdcs.localbroker import REPO, free_port
-from trackerdcs.localca import loopback_ca_env
-from trackerdcs.supervisor import stop_process
+from trackerdcs_devstack.localbroker import REPO, free_port
+from trackerdcs_devstack.localca import loopback_ca_env
+from trackerdcs_devstack.supervisor import stop_process
 
 STACK_MARKS = [
     pytest.mark.slow,

@@ -192,3 +192,33 @@ def test_the_one_clock_runs_faster_with_time_scale():
     t0, w0 = clock.now(), time.monotonic()
     time.sleep(0.2)
     assert clock.now() - t0 == pytest.approx((time.monotonic() - w0) * 50.0, rel=0.05)
+
+
+def test_an_ended_burn_in_gets_its_window_of_time_series_in_its_archive(tmp_path, broker, monkeypatch):
+    """The window is the burn-in's wall-clock span (engine time divided by the time scale); the Parquet bytes
+    go to the archive and GridFS, and the final document says where (trackerdcs.runconditions does the export:
+    tests/gateway/test_influx_tiers.py runs it on a real InfluxDB)."""
+    import burnin.app as app_module
+    from burnin.engine import Info
+    from trackerdcs.runconditions import Conditions
+
+    asked = []
+
+    def fake_conditions(modules, start, stop):
+        asked.append((list(modules), start, stop))
+        return Conditions(b"PAR1 conditions PAR1", {"format": "parquet", "rows": 3})
+
+    monkeypatch.setattr(app_module, "conditions_file", fake_conditions)
+    app = BurninApp(settings_for(tmp_path, time_scale=10.0), broker.settings("burnin"))
+    app.engine.info = Info(uid="stand-burnin-w", operator="op", start_t=100.0)
+    app.engine.now = 100.0 + 3600.0  # one hour of engine time = 6 min of wall clock at time_scale 10
+    app._save_conditions()
+    app._conditions_thread.join(10)
+    ((modules, start, stop),) = asked
+    assert modules == [] and stop - start == pytest.approx(360.0, abs=1.0)  # no recipe loaded: the whole stand
+    path = tmp_path / "archive" / "stand-burnin-w" / "conditions.parquet"
+    assert path.read_bytes() == b"PAR1 conditions PAR1"
+    doc = json.loads((tmp_path / "archive" / "stand-burnin-w" / "burnin.json").read_text())
+    assert doc["conditions_file"] == {"format": "parquet", "rows": 3, "path": "stand-burnin-w/conditions.parquet",
+                                      "stored": "mongo"}  # fmt: skip
+    assert app.store.read_file("stand-burnin-w/conditions.parquet") == b"PAR1 conditions PAR1"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from env_sim.sensors import DryAir, follow
 
 from burnin.world import dew_point
-from trackerdcs.envsim import DryAir, follow
-from trackerdcs.simstack import scaled_julabo_config
+from trackerdcs_devstack.simstack import scaled_julabo_config
 
 
 @pytest.mark.fast
@@ -56,7 +56,7 @@ def test_a_time_scaled_chiller_answers_as_much_faster(tmp_path: Path):
 
 
 def test_dcs_sim_hands_the_time_scale_to_every_simulator_and_the_sequencer(tmp_path: Path):
-    from trackerdcs import simstack
+    from trackerdcs_devstack import simstack
 
     class Broker:
         port = 1
@@ -85,7 +85,7 @@ def test_dcs_sim_hands_the_time_scale_to_every_simulator_and_the_sequencer(tmp_p
 
 @pytest.mark.fast
 def test_a_carrier_settles_about_2_k_above_a_cold_bath_as_the_standard_recipes_hold_offset_expects():
-    from trackerdcs.envsim import carrier_target
+    from env_sim.sensors import carrier_target
 
     assert carrier_target(-36.0, 20.0, 0.96) == pytest.approx(-33.76)  # within 1 K of the -34 C plateau
     assert carrier_target(22.0, 20.0, 0.96) == pytest.approx(21.92)  # warm plateau: hold offset 0

@@ -13,7 +13,7 @@ import pytest
 from burnin.world import dew_point
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings, load_yaml
-from trackerdcs.localbroker import free_port
+from trackerdcs_devstack.localbroker import free_port
 
 from .stack_harness import STACK_MARKS
 

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from burnin.app import BurninApp
-from trackerdcs.localbroker import free_port, wait_port
-from trackerdcs.supervisor import stop_process
+from trackerdcs_devstack.localbroker import free_port, wait_port
+from trackerdcs_devstack.supervisor import stop_process
 
 from .conftest import RECIPES, ROOT
 from .journaled import journal_until

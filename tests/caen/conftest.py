@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker, free_port
-from trackerdcs.localca import loopback_ca_env
-from trackerdcs.supervisor import read_until
+from trackerdcs_devstack.localbroker import LocalBroker, free_port
+from trackerdcs_devstack.localca import loopback_ca_env
+from trackerdcs_devstack.supervisor import read_until
 
 CA_PORT = free_port()
 CA_ENV = loopback_ca_env(CA_PORT)

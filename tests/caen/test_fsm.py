@@ -138,9 +138,38 @@ def test_hv_off_with_no_modules_given_addresses_all(plant):
 
 def test_hv_off_reports_disconnected_modules_but_switches_the_others(plant):
     plant.apply(connections=[(pv("B_hv:Status"), False)])
-    with pytest.raises(CommandRefused, match=r"NOT to disconnected module.*B"):
-        plant.command(Command.HV_OFF, None)
-    assert plant.take_partial().puts == [pw("A_hv", False)]
+    out = plant.command(Command.HV_OFF, None)  # a partial refusal is an answer, not an exception
+    assert out.puts == [pw("A_hv", False)]
+    assert out.accepted == ["A"]
+    assert out.refused == {"B": "B_hv disconnected"}
+    assert out.refusal is not None and "NOT to disconnected module(s): B (B_hv disconnected)" in out.refusal
+
+
+def test_lv_off_names_each_refused_module_with_its_own_reason(plant):
+    plant.apply(connections=[(pv("A_lv:VMon"), False), (pv("B_hv:Status"), False), (pv("B_lv:Status"), False)])
+    out = plant.command(Command.LV_OFF, ["A", "B"])
+    assert out.accepted == [] and out.puts == []
+    assert out.refused == {"A": "A_lv disconnected", "B": "B_lv, B_hv disconnected"}
+
+
+def test_an_unplugged_board_is_named_as_the_reason_a_module_was_not_switched_off(plant):
+    feed(plant, B_hv__Status=1 << 11)  # UNPLUGGED
+    out = plant.command(Command.HV_OFF, None)
+    assert out.accepted == ["A"]
+    assert out.refused == {"B": "module DISCONNECTED: LV OFF, HV UNPLUGGED"}
+
+
+def test_a_switch_off_every_module_takes_has_no_refusal(plant):
+    out = plant.command(Command.HV_OFF, ["A", "B"])
+    assert out.accepted == ["A", "B"] and out.refused == {} and out.refusal is None
+
+
+def test_a_refused_switch_on_does_nothing_at_all(plant):
+    feed(plant, A_lv__Status=ON, A_lv__Pw=1)
+    with pytest.raises(CommandRefused, match=r"B \(LV is OFF"):
+        plant.command(Command.HV_ON, ["A", "B"])
+    out = plant.command(Command.HV_OFF, ["A"])  # nothing of the refused hv_on is left over for a later command
+    assert out.puts == [pw("A_hv", False)]
 
 
 def test_lv_lost_while_hv_on_switches_hv_off_once(plant):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trackerdcs import backup
 from trackerdcs.cli import main as dcs_main
+from trackerdcs_ops import backup
 
 
 def make_data(root: Path) -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""The containers' liveness probe for the trackerdcs services (``python -m trackerdcs.deploytools probe <svc>``):
+"""The containers' liveness probe for the trackerdcs services (``python -m trackerdcs.probe <svc>``):
 what podman/Kubernetes restart a service on."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from trackerdcs.deploytools import main as deploytools_main
-from trackerdcs.deploytools import probe
-from trackerdcs.localbroker import LocalBroker, free_port
+from trackerdcs.probe import main as probe_main
+from trackerdcs.probe import probe
 from trackerdcs.service import Service
+from trackerdcs_devstack.localbroker import LocalBroker, free_port
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_a_running_service_is_alive(own_broker: LocalBroker, monkeypatch: pytest
         alive, why = probe("caen", timeout=5)
         assert alive, why
         assert why.startswith("online")
-        assert deploytools_main(["probe", "caen"]) == 0
+        assert probe_main(["caen"]) == 0
         stale, why = probe("caen", timeout=5, max_health_age=0.0)  # a hung process stops publishing health
         assert not stale and "health is" in why
     finally:
@@ -55,7 +55,7 @@ def test_a_stopped_service_is_reported_dead(own_broker: LocalBroker, monkeypatch
     alive, why = probe("caen", timeout=3)
     assert not alive
     assert "offline" in why
-    assert deploytools_main(["probe", "caen", "--timeout", "3"]) == 1
+    assert probe_main(["caen", "--timeout", "3"]) == 1
 
 
 def test_an_unreachable_broker_is_not_blamed_on_the_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,3 +66,18 @@ def test_an_unreachable_broker_is_not_blamed_on_the_service(tmp_path: Path, monk
     monkeypatch.setenv("DCS_MQTT_PASSWORD", "x")
     alive, why = probe("caen", timeout=2)
     assert alive and "not blaming" in why
+
+
+def test_the_probe_needs_only_the_runtime_package() -> None:
+    """The liveness probe runs in every service image, which carries the runtime package only: importing it must not
+    pull in the deployment or development tooling (manifest renderer, local broker)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trackerdcs.probe; "
+        "bad = sorted(m for m in sys.modules if m.startswith(('trackerdcs_ops', 'trackerdcs_devstack')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"trackerdcs.probe imports tooling: {done.stdout}{done.stderr}"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from trackerdcs import cli
-from trackerdcs.acl import role_grants
 from trackerdcs.audit import AuditBook, AuditRecorder, AuditStore, command_record, parse_since
 from trackerdcs.client import CommandFailed, DcsClient, NoReply
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.service import Service
+from trackerdcs_ops.acl import role_grants
 
 REPO = Path(__file__).resolve().parents[2]
 DCS = Path(sys.executable).with_name("dcs")
@@ -75,7 +75,7 @@ def test_the_store_keeps_one_file_per_day_answers_queries_and_forgets_after_the_
 
 
 def test_the_acl_file_is_generated_from_the_roles():
-    check = subprocess.run([sys.executable, "-m", "trackerdcs.acl", "--check"], capture_output=True, text=True)
+    check = subprocess.run([sys.executable, "-m", "trackerdcs_ops.acl", "--check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert role_grants("*") == ["+/cmd/#"]
     assert "caen/cmd/hv_off" in role_grants(

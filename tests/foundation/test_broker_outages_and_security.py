@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from trackerdcs.client import DcsClient, DcsError, NoReply
-from trackerdcs.localbroker import LocalBroker
 from trackerdcs.service import build_client
+from trackerdcs_devstack.localbroker import LocalBroker
 
 DEMO = Path(__file__).with_name("demo_service.py")
 

@@ -38,7 +38,7 @@ def run_sample(tmp_path: Path, ci: str | None) -> str:
     if ci is not None:
         env["CI"] = ci
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "trackerdcs.cipolicy", "-p", "no:cacheprovider", "-q", "-rfs",
+        [sys.executable, "-m", "pytest", "-p", "trackerdcs_devstack.cipolicy", "-p", "no:cacheprovider", "-q", "-rfs",
          "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_sample.py")],
         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
     )  # fmt: skip

@@ -20,8 +20,8 @@ from paho.mqtt.properties import Properties
 from trackerdcs.client import DcsClient, Message
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.deadband import Deadband
-from trackerdcs.localbroker import LocalBroker
 from trackerdcs.service import Service, build_client
+from trackerdcs_devstack.localbroker import LocalBroker
 
 
 class Lamp:

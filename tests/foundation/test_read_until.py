@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from trackerdcs.supervisor import read_lines_until, read_until
+from trackerdcs_devstack.supervisor import read_lines_until, read_until
 
 
 def child(script: str) -> subprocess.Popen[str]:

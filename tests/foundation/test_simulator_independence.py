@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICE_PACKAGES = ("caen_fsm", "julabo_fsm", "ph2acf_bridge")
+SERVICE_PACKAGES = ("caen_fsm", "julabo_fsm", "ph2acf_bridge", "burnin")
 SIMULATORS = {
     "caen_sim": REPO / "services" / "caen-fsm" / "caen_sim",
     "julabo_sim": REPO / "services" / "julabo-fsm" / "julabo_sim",
     "ph2acf_sim": REPO / "services" / "ph2acf-bridge" / "ph2acf_sim",
+    "env_sim": REPO / "services" / "env-sim" / "env_sim",
 }
 #: simulators known to break the rule today, with the work that removes the import (strict: flips to XPASS)
 KNOWN_OFFENDERS: dict[str, str] = {}  # caen_sim reads caen-fsm configs with its own reader since issue 19

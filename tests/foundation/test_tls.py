@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from trackerdcs.client import DcsClient, DcsError
-from trackerdcs.localbroker import LocalBroker
 from trackerdcs.service import Service
+from trackerdcs_devstack.localbroker import LocalBroker
 
 
 def make_pki(folder: Path) -> tuple[Path, Path, Path]:

@@ -1,4 +1,4 @@
-"""The operator UI users file (trackerdcs/uiusers.py): what node-red/auth/uiauth.js reads, and dcs-ui-user."""
+"""The operator UI users file (trackerdcs_ops/uiusers.py): what node-red/auth/uiauth.js reads, and dcs-ui-user."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from trackerdcs import uiusers
+from trackerdcs_ops import uiusers
 
 
 def test_a_password_checks_against_its_hash_and_nothing_else():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trackerdcs.localbroker import free_port, wait_port
-from trackerdcs.supervisor import stop_process
+from trackerdcs_devstack.localbroker import free_port, wait_port
+from trackerdcs_devstack.supervisor import stop_process
 
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 
@@ -22,8 +22,9 @@ INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 class Influx:
     """A running influxd with helpers for line-protocol writes and InfluxQL queries over HTTP."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_conf: str = "") -> None:
         self.workdir = workdir
+        self.extra_conf = extra_conf  # e.g. a [retention] section (sections below replace the defaults)
         self.port = free_port()
         self.rpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,10 +49,14 @@ class Influx:
                     "  log-enabled = false",
                     "[monitor]",
                     "  store-enabled = false",
-                    "[continuous_queries]",
-                    "  enabled = false",
+                    *(
+                        ["[continuous_queries]", "  enabled = false"]
+                        if "[continuous_queries]" not in self.extra_conf
+                        else []
+                    ),
                     "[subscriber]",
                     "  enabled = false",
+                    self.extra_conf,
                     "",
                 ]
             )

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from trackerdcs.localbroker import REPO, LocalBroker, free_port, wait_port
-from trackerdcs.supervisor import stop_process
-from trackerdcs.uiusers import hash_password
+from trackerdcs_devstack.localbroker import REPO, LocalBroker, free_port, wait_port
+from trackerdcs_devstack.supervisor import stop_process
+from trackerdcs_ops.uiusers import hash_password
 
 NODE_RED = REPO / "node-red"
 #: UI logins every test Node-RED gets: name -> role

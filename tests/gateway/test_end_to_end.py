@@ -21,7 +21,7 @@ from test_grafana import alert_queries, dashboard_queries, expand_macros
 
 from trackerdcs.client import DcsClient, Message
 from trackerdcs.config import MqttSettings, load_yaml
-from trackerdcs.localbroker import REPO, free_port
+from trackerdcs_devstack.localbroker import REPO, free_port
 
 DB = "e2e"  # its own database: test_grafana.py fills another one with hand-made samples
 BATH_LIMIT = 25.0  # INTERLOCK_BATH_TEMP_MAX default of node-red/settings.js

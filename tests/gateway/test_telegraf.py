@@ -54,7 +54,7 @@ def test_every_status_event_health_and_availability_topic_of_the_contract_is_con
 
 def test_commands_and_replies_are_not_recorded():
     conf = load(env=default_env())
-    for topic in ("caen/cmd/hv_on", "caen/reply", "dcs/reply/abc", "interlock/cmd/acknowledge"):
+    for topic in ("caen/cmd/hv_on", "caen/reply", "dcs/reply/abc", "interlock/cmd/acknowledge", "caen/commands"):
         assert translate(conf, topic, b"{}", 0.0) == []
 
 

@@ -17,8 +17,8 @@ import pytest
 from julabo_sim import control_client
 
 from trackerdcs.client import DcsClient, Message
-from trackerdcs.localbroker import LocalBroker
-from trackerdcs.supervisor import read_until
+from trackerdcs_devstack.localbroker import LocalBroker
+from trackerdcs_devstack.supervisor import read_until
 
 from .service_config import julabo_config
 

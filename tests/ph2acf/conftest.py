@@ -45,7 +45,7 @@ def mongo(request: pytest.FixtureRequest) -> Iterator[MongoStore]:
 
 def unreachable_mongo(database: str = "ph2acf_down") -> MongoStore:
     """A pymongo store pointed at a closed loopback port: every operation fails fast (an outage)."""
-    from trackerdcs.localbroker import free_port
+    from trackerdcs_devstack.localbroker import free_port
 
     return MongoStore.from_uri(f"mongodb://127.0.0.1:{free_port()}/", database, timeout_ms=300)
 

@@ -20,7 +20,7 @@ from ph2acf_bridge.settings import load_settings
 from ph2acf_bridge.store import MongoStore, RunStore
 
 from trackerdcs.client import CommandFailed, DcsClient, Message, NoReply
-from trackerdcs.localbroker import LocalBroker, free_port, wait_port
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, wait_port
 
 from .conftest import BIN, FAST_SIM, sim_env, unreachable_mongo
 
@@ -433,3 +433,76 @@ def test_bridge_shutdown_during_a_run_aborts_and_still_stores_it(
     assert doc["outcome"] == "aborted" and doc["abort_reason"] == "bridge shutdown"
     assert events.wait("run_stop")["outcome"] == "aborted"
     assert operator.wait_for("ph2acf/availability", lambda m: m.payload == b"offline", timeout=5)
+
+
+def _gateway_influx_class() -> Any:
+    """The gateway tests' real-influxd helper (tests/gateway/conftest.py), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gateway_influx", Path(__file__).parents[1] / "gateway" / "conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Influx
+
+
+@pytest.mark.slow
+def test_a_run_stores_the_time_series_of_its_window_with_its_result(
+    operator: DcsClient,
+    make_bridge: Callable[..., Bridge],
+    it_workdir: Path,
+    mongo: MongoStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from trackerdcs.influxql import InfluxClient
+
+    if not shutil.which("influxd"):
+        pytest.skip("influxd not installed")
+    influx = _gateway_influx_class()(tmp_path / "influx")
+    (tmp_path / "influx").mkdir()
+    influx.start()
+    try:
+        client = InfluxClient(url=influx.url, db="trackerdcs")
+        client.query('CREATE DATABASE "trackerdcs"', write=True)
+        now = int(time.time() * 1000)
+        client.write([f'caen_module,module=M1 lv_vmon={11 + i * 0.01},state="HV_ON" {now - 60_000 + i * 1000}'
+                      for i in range(60)] + [f"caen_module,module=M2 lv_vmon=5.0 {now - 1000}",
+                                             f"julabo bath_temp=-29.8 {now - 1000}"])  # fmt: skip
+        monkeypatch.setenv("INFLUX_URL", influx.url)
+        monkeypatch.setenv("INFLUX_DB", "trackerdcs")
+        monkeypatch.setenv("INFLUX_CONDITIONS_SETTLE_S", "0")
+        bridge = make_bridge(it_workdir, mongo)
+        start(operator)  # modules M1
+        assert bridge.wait_idle(RUN_TIMEOUT)
+        doc = mongo._db()["runs"].find_one({"run": 0})
+        meta = doc["conditions_file"]
+        assert "error" not in meta and meta["rows"] > 0 and meta["modules"] == ["M1"]
+        data = mongo.read_file(meta["gridfs_id"])
+        assert data == (bridge.settings.archive_dir / doc["uid"] / "conditions.parquet").read_bytes()
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        assert {r["tags"] for r in rows if r["measurement"] == "caen_module"} == {"module=M1"}  # its module only
+        assert any(r["measurement"] == "julabo" for r in rows)
+        assert all(meta["from_ts"] * 1000 <= r["time"].timestamp() * 1000 <= meta["to_ts"] * 1000 for r in rows)
+    finally:
+        influx.stop()
+
+
+def test_a_run_is_stored_even_when_influxdb_cannot_give_its_conditions(
+    operator: DcsClient, make_bridge: Callable[..., Bridge], it_workdir: Path, mongo: MongoStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("INFLUX_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("INFLUX_CONDITIONS_SETTLE_S", "0")
+    bridge = make_bridge(it_workdir, mongo)
+    start(operator)
+    assert bridge.wait_idle(RUN_TIMEOUT)
+    doc = mongo._db()["runs"].find_one({"run": 0})
+    assert doc["outcome"] == "done" and "unreachable" in doc["conditions_file"]["error"]
+    assert not (bridge.settings.archive_dir / doc["uid"] / "conditions.parquet").exists()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from trackerdcs.client import DcsClient, NoReply
-from trackerdcs.localbroker import LocalBroker, free_port, wait_port
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, wait_port
 
 from .conftest import BIN, FAST_SIM
 

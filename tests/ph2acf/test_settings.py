@@ -23,10 +23,15 @@ def test_defaults_follow_the_flavour() -> None:
         ({"ph2acf": {"flavour": "it", "calibrations": ["pedenoise"]}}, "not known for flavour it"),
         ({"ph2acf": {"tcp": {"header": "len16"}}}, "ph2acf.tcp.header is no longer accepted"),
         ({"ph2acf": {"mode": "tcp", "tcp": {"release": "2020"}}}, "ph2acf.tcp.release must be one of"),
-        ({"ph2acf": {"tcp": {"prot": 5000}}}, "ph2acf.tcp: unknown key(s) prot"),
-        ({"storage": {"mongo": {"url": "x"}}}, "storage.mongo: unknown key(s) url"),
-        ({"storage": {"archive": "/x"}}, "storage: unknown key archive"),
-        ({"ph2acf": {"base_dir": "/opt/Ph2_ACF", "tcp": {"port": "five"}}}, "ph2acf:"),
+        ({"ph2acf": {"tcp": {"prot": 5000}}}, "ph2acf.tcp.prot: unknown key"),
+        ({"storage": {"mongo": {"url": "x"}}}, "storage.mongo.url: unknown key"),
+        ({"storage": {"archive": "/x"}}, "storage.archive: unknown key"),
+        (
+            {"ph2acf": {"base_dir": "/opt/Ph2_ACF", "tcp": {"port": "five"}}},
+            "ph2acf.tcp.port: expected an integer, got 'five'",
+        ),
+        ({"ph2acf": {"base_dir": "/opt/Ph2_ACF", "refuse_when_interlock_tripped": "false"}}, "expected true or false"),
+        ({"ph2acf": {"base_dir": "/opt/Ph2_ACF"}, "strage": {}}, "strage: unknown key"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_key_named(config: dict, message: str) -> None:

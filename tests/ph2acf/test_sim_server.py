@@ -15,7 +15,7 @@ from ph2acf_sim.releases import personality
 from ph2acf_sim.server import MiddlewareSim, Server
 from ph2acf_sim.simrun import SimSettings
 
-from trackerdcs.localbroker import free_port, wait_port
+from trackerdcs_devstack.localbroker import free_port, wait_port
 
 #: the two string-protocol wire formats of the 2019-2022 personality
 STRING_RELEASES = [("2019-2022", "len4"), ("2019-2022", "len8")]

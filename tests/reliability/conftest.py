@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker
+from trackerdcs_devstack.localbroker import LocalBroker
 
 from .stand import Stand
 

@@ -35,9 +35,9 @@ from julabo.service_config import julabo_config
 from julabo_sim import control_client
 
 from trackerdcs.client import DcsClient
-from trackerdcs.localbroker import LocalBroker, free_port, wait_port
-from trackerdcs.localca import loopback_ca_env
-from trackerdcs.supervisor import read_until
+from trackerdcs_devstack.localbroker import LocalBroker, free_port, wait_port
+from trackerdcs_devstack.localca import loopback_ca_env
+from trackerdcs_devstack.supervisor import read_until
 
 BIN = Path(sys.executable).parent
 SERVICES = ("caen", "julabo", "ph2acf")

@@ -16,7 +16,7 @@ from ph2acf_bridge.settings import load_settings
 from ph2acf_bridge.store import MongoStore, RunStore
 
 from trackerdcs.client import DcsClient, DcsError, NoReply
-from trackerdcs.localbroker import free_port
+from trackerdcs_devstack.localbroker import free_port
 
 from .conftest import record
 from .stand import BIN, PH2ACF_SIM_ENV

@@ -5,8 +5,10 @@ This runs ``dcs-sim`` exactly as ``scripts/sim.sh`` does (after setup), on free 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import pytest
 
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings, load_yaml
+
+DCS = Path(sys.executable).with_name("dcs")
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +97,23 @@ def test_the_burn_in_sequencer_runs_in_the_stack_and_checks_recipes_against_this
         reply = dcs.command("burnin", "plan", recipe="standard-burnin", check=False)
         assert reply["ok"] is False
         assert "(iv_scan): field 'profile': the scan goes to 800 V but module module_0" in reply["error"], reply
+
+
+def test_every_service_publishes_its_command_table_and_dcs_help_is_built_from_it(stack):
+    _, var, _ = stack
+    with operator(var) as dcs:
+        tables = {svc: dcs.commands(svc) for svc in ("caen", "julabo", "ph2acf", "burnin", "audit")}
+    assert all(tables.values()), [svc for svc, table in tables.items() if not table]
+    waits = {svc: sorted(c["name"] for c in t["commands"] if c["completion"]) for svc, t in tables.items()}
+    assert waits == {"caen": ["hv_off", "hv_on", "lv_off", "lv_on"], "julabo": ["start", "stop"],
+                     "ph2acf": ["abort", "start"], "burnin": ["start"], "audit": []}  # fmt: skip
+    setpoint = next(c for c in tables["julabo"]["commands"] if c["name"] == "set_setpoint")
+    value = next(a for a in setpoint["args"] if a["name"] == "value")
+    assert (value["minimum"], value["maximum"]) == (-35.0, 40.0)  # the limits configured for this chiller
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DCS_CONFIG": str(var / "dcs.yml")}
+    shown = subprocess.run([str(DCS), "julabo", "set_setpoint", "--help"], env=env, capture_output=True, text=True,
+                           timeout=30)  # fmt: skip
+    assert shown.returncode == 0 and "value: required; -35 to 40" in " ".join(shown.stdout.split())
 
 
 def test_ctrl_c_stops_every_process_and_services_go_offline(stack):

@@ -53,6 +53,31 @@ function dewPoint(t, rh) {
   return (MAGNUS_B * gamma) / (MAGNUS_A - gamma);
 }
 
+/**
+ * The interlock's command table, published retained on `<root>/commands` like every trackerdcs service's
+ * (docs/mqtt-api.md "Command tables"): `dcs interlock --help`, shell completion and forms read it. The reply of
+ * `acknowledge` is its outcome (no `completion`).
+ */
+function commandTable(root) {
+  const operator = {
+    name: 'operator', type: 'string', items: null, required: false, default: null, minimum: null, maximum: null,
+    choices: null, help: 'who acknowledges (kept in the event and the audit trail)',
+  };
+  return {
+    schema: 1,
+    service: 'interlock',
+    root,
+    version: '',
+    commands: [{
+      name: 'acknowledge',
+      help: 're-arm the latched interlock: refused while a condition is present or its LV-off step is pending',
+      args: [operator],
+      allow_extra: false,
+      completion: null,
+    }],
+  };
+}
+
 function isNum(v) {
   return typeof v === 'number' && Number.isFinite(v);
 }
@@ -350,7 +375,10 @@ class Interlock {
     this.lastStatusKey = key;
     this.lastStatusAt = now;
     this.published = true;
-    return [{ topic: `${this.cfg.root}/status`, payload: doc, qos: 1, retain: true }];
+    const out = [{ topic: `${this.cfg.root}/status`, payload: doc, qos: 1, retain: true }];
+    // the command table with the first status and every heartbeat (retained: a reconnecting broker gets it back)
+    if (due) out.push({ topic: `${this.cfg.root}/commands`, payload: commandTable(this.cfg.root), qos: 1, retain: true });
+    return out;
   }
 
   command(name, now) {
@@ -384,4 +412,6 @@ function actionFor(reason) {
   return reason.startsWith('dewpoint:') || reason.startsWith('env_stale:') ? ACTION_HV : ACTION_HV_LV;
 }
 
-module.exports = { Interlock, STATES, DEFAULTS, dewPoint, normaliseConfig, asObject, ACTION_HV, ACTION_HV_LV };
+module.exports = {
+  Interlock, STATES, DEFAULTS, dewPoint, normaliseConfig, asObject, commandTable, ACTION_HV, ACTION_HV_LV,
+};

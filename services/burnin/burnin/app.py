@@ -18,13 +18,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as mqtt
+from typing import TYPE_CHECKING, Any
 
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
+from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
+from trackerdcs.runconditions import conditions_file
 from trackerdcs.service import Service, dumps
 
 from .engine import Engine, Outputs, Refused, State
@@ -34,6 +34,9 @@ from .recipe import RecipeError, load_recipe
 from .settings import BurninSettings
 from .store import BurninStore, mongo_factory
 from .world import Reply, Source, World
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class BurninApp:
         self._online: dict[str, bool] = {}
         self._pending: dict[str, str] = {}  # command id -> service root
         self._curves: set[str] = set()  # modules whose IV curve this process has published
+        self._conditions_meta: dict[str, Any] | None = None  # the ended burn-in's conditions file
+        self._conditions_thread: threading.Thread | None = None
         self._curves_lock = threading.Lock()
         self._lock = self.engine.lock
         self._stop = threading.Event()
@@ -99,8 +104,7 @@ class BurninApp:
             *(f"{root}/reply" for root in (r.caen, r.julabo, r.ph2acf)),
         ]
         for pattern in self._subscriptions:
-            self.svc.client.message_callback_add(pattern, self._on_message)
-        self.svc.on_connect_hooks.append(lambda: self.svc.client.subscribe([(t, 1) for t in self._subscriptions]))
+            self.svc.subscribe(pattern, self._on_message)
         self._register()
         if not settings.require_interlock:
             log.warning("require_interlock is false: the sequencer does NOT check the interlock (stand without one)")
@@ -145,7 +149,7 @@ class BurninApp:
             self._handle(self.engine.drain())
 
     # ------------------------------------------------------------------ inputs
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         self.svc.health.messages_in.tick()
         topic = msg.topic
         if topic.endswith("/availability"):
@@ -283,6 +287,7 @@ class BurninApp:
                 outcome=ended.get("outcome"),
                 stop_ts=time.time(),
             )
+            self._save_conditions()
             if self.engine.state != State.FAILED:
                 self.journal.finish(self.engine.uid)
         # the loop ticks on every status message: the status goes out when something happened, else at most
@@ -303,7 +308,39 @@ class BurninApp:
 
     def _save_document(self) -> None:
         doc = {**self.engine.document(), "ts": time.time(), "conditions": self._conditions()}
+        if self._conditions_meta is not None:
+            doc["conditions_file"] = self._conditions_meta
         self.store.save("burnins", self.engine.uid, doc, Path(self.engine.uid) / "burnin.json")
+
+    def _save_conditions(self) -> None:
+        """The burn-in's time series (its modules, chiller, environment, interlock, events) into its archive
+        as ``conditions.parquet`` and GridFS (trackerdcs.runconditions); the document records where. Runs in a
+        thread of its own (days of points take seconds to export): the sequencer's loop goes on meanwhile; the
+        thread rewrites the burn-in's final document with ``conditions_file`` when done."""
+        info = self.engine.info
+        if info is None:
+            return
+        stop = time.time()
+        start = stop - max(0.0, self.engine.now - info.start_t) / max(self.settings.time_scale, 1e-9)
+        uid = self.engine.uid
+        final = {**self.engine.document(), "ts": stop, "conditions": self._conditions()}
+
+        def export() -> None:
+            try:
+                found = conditions_file(final.get("modules") or [], start, stop)
+                meta = dict(found.meta)
+                if found.data is not None:
+                    path = Path(uid) / "conditions.parquet"
+                    meta.update(path=str(path), stored=self.store.save_file(path, found.data))
+                if self.engine.uid == uid:
+                    self._conditions_meta = meta
+                self.store.save("burnins", uid, {**final, "conditions_file": meta}, Path(uid) / "burnin.json")
+            except Exception:  # never lose the sequencer to an archive problem
+                log.exception("conditions file of burn-in %s not written", uid)
+
+        thread = threading.Thread(target=export, name=f"conditions-{uid}", daemon=True)
+        self._conditions_thread = thread
+        thread.start()
 
     def _conditions(self) -> dict[str, Any]:
         w = self.world()
@@ -379,6 +416,14 @@ class BurninApp:
                 Arg("comment", str, required=False, default=""),
             ],
             help="start a burn-in from a recipe in the recipes folder",
+            completion=Completion(
+                done=(State.DONE.value,),
+                failed=(State.ABORTED.value, State.FAILED.value),
+                match={"uid": "uid"},
+                timeout_s=None,  # hours to days: follow it, or give --timeout
+                show=("step", "steps", "step_name", "message"),
+                description="the burn-in started ended DONE",
+            ),
         )
         op = Arg("operator", str, required=False, default="operator")
         svc.add_command("pause", lambda a: self._op(lambda now: self.engine.pause(now, a["operator"])), [op])
@@ -457,6 +502,7 @@ class BurninApp:
             if self.engine.state in (State.RUNNING, State.HOLDING, State.PAUSED, State.ABORTING, State.FAILED):
                 raise CommandError(f"a burn-in is {self.engine.state.value} ({self.engine.uid}): abort it first")
             self.journal.begin()
+            self._conditions_meta = None
             try:
                 self.engine.start(recipe, uid, operator, args.get("comment") or "", self.clock.now(), self.world())
             except Refused as exc:

@@ -45,6 +45,7 @@ class State(StrEnum):
 class Trigger(StrEnum):
     START = "start"
     RESTORE = "restore"
+    RESTORE_FAILED = "restore_failed"
     HOLD = "hold"
     CONTINUE = "proceed"
     PAUSE = "pause"
@@ -59,6 +60,7 @@ ACTIVE = frozenset({State.RUNNING, State.HOLDING, State.PAUSED, State.ABORTING})
 TRANSITIONS = [
     {"trigger": Trigger.START, "source": [State.IDLE, State.DONE, State.ABORTED], "dest": State.RUNNING},
     {"trigger": Trigger.RESTORE, "source": State.IDLE, "dest": State.PAUSED},
+    {"trigger": Trigger.RESTORE_FAILED, "source": State.IDLE, "dest": State.FAILED},  # restarted mid-shutdown
     {"trigger": Trigger.HOLD, "source": State.RUNNING, "dest": State.HOLDING},
     {"trigger": Trigger.CONTINUE, "source": State.HOLDING, "dest": State.RUNNING},
     {"trigger": Trigger.PAUSE, "source": [State.RUNNING, State.HOLDING], "dest": State.PAUSED},
@@ -110,8 +112,9 @@ class Outputs:
 
 
 class _Machine:
+    state: State  # set by the machine (``initial``), changed only by triggers
+
     def __init__(self) -> None:
-        self.state = State.IDLE
         self.m = Machine(
             model=self,
             states=list(State),
@@ -280,13 +283,14 @@ class Engine:
         self.now = now
         self.recipe, self.info, self.history, self.index = recipe, info, history, index
         self.runner = None
-        self.fsm.restore()
         reason = (
             f"restarted while {was}: paused at step {index + 1}/{len(recipe.steps)} "
             f"({recipe.steps[index].name}); resume to go on"
         )
-        if was in (State.ABORTING, State.FAILED):
-            self.fsm.state = State.FAILED
+        if was not in (State.ABORTING, State.FAILED):
+            self.fsm.restore()
+        else:
+            self.fsm.restore_failed()
             reason = f"restarted while {was}: the safe shutdown was not confirmed; abort again to finish it"
         self.message = reason
         self._journal("state", state=self.state.value, reason=reason)

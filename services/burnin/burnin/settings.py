@@ -7,13 +7,15 @@ chiller setpoint limits, the dew-point margin.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from trackerdcs.config import ConfigError
+from trackerdcs.configmodel import ConfigModel, MqttSection, validate
 
 
 @dataclass(frozen=True)
@@ -93,145 +95,121 @@ class BurninSettings:
     time_scale: float = 1.0  #: >1 runs the sequencer's clock faster (simulation only)
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float, where: str, minimum: float | None = None) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}.{key} must be a finite number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{where}.{key}={value} is below {minimum}")
-    return float(value)
+# ---------------------------------------------------------------------------------------------------- the file
+# The YAML as typed models (strict types, unknown keys refused, see trackerdcs.configmodel), one field per line.
+_L, _E, _B = Limits(), Estimates(), Roots()
 
 
-def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
-    return raw
+class ModuleSection(ConfigModel):
+    """``modules.<name>``: one module on the stand."""
+
+    hv_limit_v: float = Field(600.0, ge=0)
+    compliance_ua: float = Field(10.0, ge=0)
+    temp_sensor: str | None = Field(None, description=SENSOR_HELP)
+    bias_v: float | None = Field(None, ge=0)
 
 
-def _known(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(allowed))})"
-        )
+class LimitsSection(ConfigModel):
+    """``limits:``: static limits checked when a recipe is validated and before every command."""
+
+    setpoint_min: float = _L.setpoint_min
+    setpoint_max: float = _L.setpoint_max
+    target_min: float = _L.target_min
+    target_max: float = _L.target_max
+    dewpoint_margin_k: float = Field(_L.dewpoint_margin_k, ge=0)
+    hv_polarity: Literal[-1, 1] = -1
+
+
+class EstimatesSection(ConfigModel):
+    """``estimates:``: figures used only to estimate durations (plan, ETA)."""
+
+    chiller_k_per_min: float = Field(_E.chiller_k_per_min, ge=1e-3)
+    lv_s: float = Field(_E.lv_s, ge=0)
+    hv_ramp_v_per_s: float = Field(_E.hv_ramp_v_per_s, ge=1e-3)
+    hv_bias_v: float = Field(_E.hv_bias_v, ge=0)
+    chiller_s: float = Field(_E.chiller_s, ge=0)
+    calibration_s: dict[str, Annotated[float, Field(ge=0)]] = {}
+    calibration_default_s: float = Field(_E.calibration_default_s, ge=0)
+    start_temperature: float = _E.start_temperature
+
+
+class RootsSection(ConfigModel):
+    """``roots:``: MQTT topic roots of the services the sequencer drives or watches."""
+
+    caen: str = _B.caen
+    julabo: str = _B.julabo
+    ph2acf: str = _B.ph2acf
+    env: str = _B.env
+    interlock: str = _B.interlock
+
+
+class MongoSection(ConfigModel):
+    """``mongo:``: where burn-in records go besides the archive (no uri or an empty one: archive only)."""
+
+    uri: str | None = None
+    database: str = "trackerdcs"
+
+
+class BurninFile(ConfigModel):
+    """The burn-in service's configuration file."""
+
+    mqtt: MqttSection = MqttSection()
+    modules: list[str] | dict[str, ModuleSection | None]
+    limits: LimitsSection = LimitsSection()
+    estimates: EstimatesSection = EstimatesSection()
+    roots: RootsSection = RootsSection()
+    root: str = "burnin"
+    stand: str = "stand"
+    humidity_sensors: str | list[str] = ["box"]
+    safe_temperature: float = 20.0
+    stale_s: float = Field(75.0, ge=1)
+    require_interlock: bool = True
+    retries: int = Field(3, ge=1)
+    retry_interval_s: float = Field(10.0, ge=0)
+    setpoint_step_k: float = Field(0.5, ge=0)
+    state_dir: str = "var/burnin/state"
+    archive_dir: str = "var/burnin/archive"
+    spool_dir: str = "var/burnin/spool"
+    recipes_dir: str = "services/burnin/recipes"
+    mongo: MongoSection = MongoSection()
+    time_scale: float = Field(1.0, ge=1e-3)
 
 
 def parse_settings(raw: Mapping[str, Any]) -> BurninSettings:
-    """Build :class:`BurninSettings` from the YAML mapping; ConfigError names the offending entry."""
-    _known(
-        raw,
-        {
-            "mqtt",
-            "modules",
-            "limits",
-            "estimates",
-            "roots",
-            "root",
-            "stand",
-            "humidity_sensors",
-            "safe_temperature",
-            "stale_s",
-            "require_interlock",
-            "retries",
-            "retry_interval_s",
-            "setpoint_step_k",
-            "state_dir",
-            "archive_dir",
-            "spool_dir",
-            "recipes_dir",
-            "mongo",
-            "time_scale",
-        },
-        "config",
-    )
-    mods_raw = raw.get("modules")
-    if isinstance(mods_raw, list):
-        mods_raw = {str(m): {} for m in mods_raw}
-    mods_raw = _mapping(mods_raw, "modules")
-    if not mods_raw:
+    """Build :class:`BurninSettings` from the YAML mapping (:class:`BurninFile`); ConfigError names the entry."""
+    file = validate(BurninFile, raw)
+    mods = {name: None for name in file.modules} if isinstance(file.modules, list) else file.modules
+    if not mods:
         raise ConfigError("modules: at least one module is needed")
     modules: dict[str, ModuleSpec] = {}
-    for name, spec in mods_raw.items():
-        where = f"modules.{name}"
-        spec = _mapping(spec, where)
-        _known(spec, {"hv_limit_v", "compliance_ua", "temp_sensor", "bias_v"}, where)
-        sensor = spec.get("temp_sensor")
-        if sensor is not None and not isinstance(sensor, str):
-            raise ConfigError(f"{where}.temp_sensor must be a string ({SENSOR_HELP})")
-        modules[str(name)] = ModuleSpec(
-            str(name),
-            hv_limit_v=_number(spec, "hv_limit_v", 600.0, where, 0.0),
-            compliance_ua=_number(spec, "compliance_ua", 10.0, where, 0.0),
-            temp_sensor=sensor,
-            bias_v=_number(spec, "bias_v", 0.0, where, 0.0) if "bias_v" in spec else None,
-        )
-        if modules[str(name)].bias_v is not None and modules[str(name)].bias_v > modules[str(name)].hv_limit_v:
-            raise ConfigError(f"{where}.bias_v is above its hv_limit_v")
-    lim = _mapping(raw.get("limits"), "limits")
-    _known(lim, {f.name for f in Limits.__dataclass_fields__.values()}, "limits")
-    polarity = lim.get("hv_polarity", -1)
-    if polarity not in (-1, 1):
-        raise ConfigError(f"limits.hv_polarity must be -1 or 1, got {polarity!r}")
-    limits = Limits(
-        setpoint_min=_number(lim, "setpoint_min", -40.0, "limits"),
-        setpoint_max=_number(lim, "setpoint_max", 40.0, "limits"),
-        target_min=_number(lim, "target_min", -36.0, "limits"),
-        target_max=_number(lim, "target_max", 30.0, "limits"),
-        dewpoint_margin_k=_number(lim, "dewpoint_margin_k", 5.0, "limits", 0.0),
-        hv_polarity=int(polarity),
-    )
+    for name, spec in mods.items():
+        spec = spec or ModuleSection()
+        if spec.bias_v is not None and spec.bias_v > spec.hv_limit_v:
+            raise ConfigError(f"modules.{name}.bias_v is above its hv_limit_v")
+        modules[str(name)] = ModuleSpec(str(name), **spec.model_dump())
+    limits = Limits(**file.limits.model_dump())
     if limits.setpoint_min >= limits.setpoint_max or limits.target_min >= limits.target_max:
         raise ConfigError("limits: each min must be below its max")
-    est = _mapping(raw.get("estimates"), "estimates")
-    _known(est, {f.name for f in Estimates.__dataclass_fields__.values()}, "estimates")
-    cal = _mapping(est.get("calibration_s"), "estimates.calibration_s")
-    estimates = Estimates(
-        chiller_k_per_min=_number(est, "chiller_k_per_min", 1.0, "estimates", 1e-3),
-        lv_s=_number(est, "lv_s", 10.0, "estimates", 0.0),
-        hv_ramp_v_per_s=_number(est, "hv_ramp_v_per_s", 10.0, "estimates", 1e-3),
-        hv_bias_v=_number(est, "hv_bias_v", 300.0, "estimates", 0.0),
-        chiller_s=_number(est, "chiller_s", 10.0, "estimates", 0.0),
-        calibration_s={str(k): _number(cal, k, 600.0, "estimates.calibration_s", 0.0) for k in cal},
-        calibration_default_s=_number(est, "calibration_default_s", 600.0, "estimates", 0.0),
-        start_temperature=_number(est, "start_temperature", 20.0, "estimates"),
-    )
-    roots_raw = _mapping(raw.get("roots"), "roots")
-    _known(roots_raw, {f.name for f in Roots.__dataclass_fields__.values()}, "roots")
-    roots = Roots(**{k: str(v) for k, v in roots_raw.items()})
-    sensors = raw.get("humidity_sensors", ["box"])
-    if isinstance(sensors, str):
-        sensors = [sensors]
-    if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors):
-        raise ConfigError("humidity_sensors must be a list of env sensor names")
-    mongo = _mapping(raw.get("mongo"), "mongo")
-    _known(mongo, {"uri", "database"}, "mongo")
-    require = raw.get("require_interlock", True)
-    if not isinstance(require, bool):
-        raise ConfigError("require_interlock must be true or false")
-    retries = raw.get("retries", 3)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
-        raise ConfigError("retries must be an integer >= 1")
+    sensors = file.humidity_sensors
     return BurninSettings(
         modules=modules,
         limits=limits,
-        estimates=estimates,
-        roots=roots,
-        root=str(raw.get("root", "burnin")),
-        stand=str(raw.get("stand", "stand")),
-        humidity_sensors=tuple(sensors),
-        safe_temperature=_number(raw, "safe_temperature", 20.0, "config"),
-        stale_s=_number(raw, "stale_s", 75.0, "config", 1.0),
-        require_interlock=require,
-        retries=retries,
-        retry_interval_s=_number(raw, "retry_interval_s", 10.0, "config", 0.0),
-        setpoint_step_k=_number(raw, "setpoint_step_k", 0.5, "config", 0.0),
-        state_dir=Path(raw.get("state_dir", "var/burnin/state")),
-        archive_dir=Path(raw.get("archive_dir", "var/burnin/archive")),
-        spool_dir=Path(raw.get("spool_dir", "var/burnin/spool")),
-        recipes_dir=Path(raw.get("recipes_dir", "services/burnin/recipes")),
-        mongo_uri=mongo.get("uri") or None,
-        mongo_database=str(mongo.get("database", "trackerdcs")),
-        time_scale=_number(raw, "time_scale", 1.0, "config", 1e-3),
+        estimates=Estimates(**file.estimates.model_dump()),
+        roots=Roots(**file.roots.model_dump()),
+        root=file.root,
+        stand=file.stand,
+        humidity_sensors=(sensors,) if isinstance(sensors, str) else tuple(sensors),
+        safe_temperature=file.safe_temperature,
+        stale_s=file.stale_s,
+        require_interlock=file.require_interlock,
+        retries=file.retries,
+        retry_interval_s=file.retry_interval_s,
+        setpoint_step_k=file.setpoint_step_k,
+        state_dir=Path(file.state_dir),
+        archive_dir=Path(file.archive_dir),
+        spool_dir=Path(file.spool_dir),
+        recipes_dir=Path(file.recipes_dir),
+        mongo_uri=file.mongo.uri or None,
+        mongo_database=file.mongo.database,
+        time_scale=file.time_scale,
     )

@@ -3,10 +3,11 @@ documents still waiting for MongoDB, replayed when it answers again. Same scheme
 
 Archive: ``<archive_dir>/<uid>/burnin.json`` and, per IV scan, ``<archive_dir>/<uid>/iv/<step>-<n>.json`` with its
 plot ``<step>-<n>.png`` next to it (``ivplot.py``; drawn after the JSON is safe, a failure to draw is logged and
-costs only the picture). MongoDB (database
-configurable): collection ``burnins`` (``_id`` = uid) and ``iv_scans`` (``_id`` = ``<uid>/<step>/<n>``, field
-``burnin`` = uid). Writes are upserts, so a replay after a partial upload is harmless. ``mongomock://`` selects
-the in-process stand-in (tests; no MongoDB server runs on the development machine).
+costs only the picture). MongoDB (database configurable): collection ``burnins`` (``_id`` = uid) and ``iv_scans``
+(``_id`` = ``<uid>/<step>/<n>``, field ``burnin`` = uid); files (the burn-in's conditions
+``<uid>/conditions.parquet``, see trackerdcs.runconditions) in the GridFS bucket ``burnin_files``, ``_id`` = the
+archive path. Writes are upserts, so a replay after a partial upload is harmless. ``mongomock://`` selects the
+in-process stand-in (tests; no MongoDB server runs on the development machine).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from .ivplot import render_iv_png
 
 log = logging.getLogger(__name__)
 
+FILES_BUCKET = "burnin_files"
+
 
 def mongo_factory(uri: str, timeout_ms: int = 2000) -> Callable[[], Any]:
     if uri.startswith("mongomock://"):
         import mongomock
+        import mongomock.gridfs
 
+        mongomock.gridfs.enable_gridfs_integration()
         shared = mongomock.MongoClient()
         return lambda: shared
     import pymongo
@@ -77,6 +82,41 @@ class BurninStore:
             self.mongo_ok = True
             return "mongo"
 
+    def save_file(self, path: Path, data: bytes) -> str:
+        """Archive ``data`` at ``path`` (relative to the archive), then put it in GridFS (``burnin_files``,
+        ``_id`` = the path); "mongo", "spooled" or "archive"."""
+        target = self.archive / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        if self.factory is None:
+            return "archive"
+        with self._lock:
+            try:
+                self._put_file(str(path), data)
+            except Exception as exc:  # pymongo errors and stand-in errors alike
+                self.mongo_ok = False
+                log.warning("MongoDB write of file %s failed (%s): spooled", path, exc)
+                marker = self.spool / f"file__{str(path).replace('/', '__')}"
+                marker.write_text(json.dumps({"file": True, "path": str(path)}))
+                return "spooled"
+            self.mongo_ok = True
+            return "mongo"
+
+    def _put_file(self, file_id: str, data: bytes) -> None:
+        import gridfs
+
+        fs = gridfs.GridFS(self._db(), collection=FILES_BUCKET)
+        if not fs.exists(file_id):
+            fs.put(data, _id=file_id, filename=Path(file_id).name)
+
+    def read_file(self, path: Path | str) -> bytes:
+        """A file stored with :meth:`save_file`, from GridFS."""
+        import gridfs
+
+        return gridfs.GridFS(self._db(), collection=FILES_BUCKET).get(str(path)).read()
+
     def save_iv_scan(self, doc_id: str, doc: dict[str, Any], path: Path) -> str:
         """Archive and upsert an IV scan document like :meth:`save`, then draw its PNG next to the JSON."""
         where = self.save("iv_scans", doc_id, doc, path)
@@ -103,14 +143,20 @@ class BurninStore:
         for marker in sorted(self.spool.iterdir()):
             try:  # local problems only: a marker or archived document that cannot be read
                 meta = json.loads(marker.read_text())
-                doc = json.loads((self.archive / meta["path"]).read_text())
-                collection, doc_id = meta["collection"], meta["id"]
+                if meta.get("file"):
+                    data = (self.archive / meta["path"]).read_bytes()
+                else:
+                    doc = json.loads((self.archive / meta["path"]).read_text())
+                    collection, doc_id = meta["collection"], meta["id"]
             except (OSError, ValueError, KeyError) as exc:
                 log.error("spool entry %s unusable (%s): dropped", marker.name, exc)
                 marker.unlink(missing_ok=True)
                 continue
             try:  # any failure of the database keeps the entry for the next replay
-                self._db()[collection].replace_one({"_id": doc_id}, {**doc, "_id": doc_id}, upsert=True)
+                if meta.get("file"):
+                    self._put_file(meta["path"], data)
+                else:
+                    self._db()[collection].replace_one({"_id": doc_id}, {**doc, "_id": doc_id}, upsert=True)
             except Exception as exc:
                 self.mongo_ok = False
                 log.info("spool replay stopped: %s", exc)

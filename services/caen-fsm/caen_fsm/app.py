@@ -18,7 +18,7 @@ from .config import CaenConfig
 from .fsm import ChannelModel, CommandRefused, Event, Outcome, Plant
 from .permit import Permit, PermitView
 from .pvnames import PARAMS, SETTABLE, canonical_param
-from .states import Command, Kind
+from .states import COMPLETIONS, Command, Kind
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,13 @@ class CaenApp:
         svc = self.service
         modules_arg = Arg("modules", list, required=False, item_kind=str, help="module names; omit for all")
         for cmd in Command:
-            svc.add_command(cmd.value, self._module_command(cmd), [modules_arg], help=f"{cmd.value} for modules")
+            svc.add_command(
+                cmd.value,
+                self._module_command(cmd),
+                [modules_arg],
+                help=f"{cmd.value} for modules",
+                completion=COMPLETIONS[cmd],
+            )
         svc.add_command(
             "set",
             self._cmd_set,
@@ -268,23 +274,18 @@ class CaenApp:
         svc.add_command("reconnect", self._cmd_reconnect, help="restart the search of disconnected PVs")
 
     def _run(self, decide) -> dict[str, Any]:
-        """Decide under the plant lock, put, then publish; refusals become CommandError."""
+        """Decide under the plant lock, put, then publish. A refusal (nothing done) becomes a CommandError; so
+        does a partial one, after the accepted part has been carried out and published."""
         with self.lock:
             try:
                 out = decide()
             except CommandRefused as exc:
-                partial = self.plant.take_partial()
-                self._execute(partial)
-                snapshots = self._snapshots(partial)
-                error = str(exc)
-            else:
-                self._execute(out)
-                snapshots = self._snapshots(out)
-                error = None
-        if error is not None:
-            self._send(snapshots, partial)
-            raise CommandError(error)
+                raise CommandError(str(exc)) from None
+            self._execute(out)
+            snapshots = self._snapshots(out)
         self._send(snapshots, out)
+        if out.refusal is not None:
+            raise CommandError(out.refusal)
         return out.result
 
     def _module_command(self, cmd: Command):

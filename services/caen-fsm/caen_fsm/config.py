@@ -19,12 +19,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
 
 from trackerdcs.config import ConfigError
+from trackerdcs.configmodel import ConfigModel, MqttSection, validate
 from trackerdcs.deadband import Deadband
 
-from .permit import ON_SILENT_CHOICES, InterlockSettings
+from .permit import InterlockSettings
 from .pvnames import PARAMS, SETTABLE, canonical_param
 from .states import Kind
 
@@ -137,6 +140,100 @@ class CaenConfig:
         return {(c.slot, c.channel): c for c in self.channels.values()}
 
 
+# ---------------------------------------------------------------------------------------------------- the file
+# The YAML as typed models (strict types, unknown keys refused): see trackerdcs.configmodel. Channel entries and
+# device settings are checked below against the PV parameter table (the same check as MQTT commands).
+
+
+def _topic(value: str) -> str:
+    if not value or any(c in value for c in "#+"):
+        raise ValueError(f"a topic name without wildcards, got {value!r}")
+    return value
+
+
+def _topic_or_empty(value: str | None) -> str:
+    if value and any(c in value for c in "#+"):
+        raise ValueError(f"a topic name without wildcards or empty, got {value!r}")
+    return value or ""
+
+
+Topic = Annotated[str, AfterValidator(_topic)]
+Address = Annotated[list[int], Field(min_length=2, max_length=2)] | dict[str, Any]
+
+
+class LimitRange(ConfigModel):
+    """``{min:, max:}``: an allowed range (inclusive; either bound may be left out)."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+ParamLimits = dict[str, float | LimitRange]
+
+
+class LimitsSection(ConfigModel):
+    """``limits:``: per kind ``{param: max}`` or ``{param: {min:, max:}}``, narrowed per channel name."""
+
+    lv: ParamLimits | None = None
+    hv: ParamLimits | None = None
+    channels: dict[str, ParamLimits] | None = None
+
+
+class GlobalSection(ConfigModel):
+    """``global:``: settings every LV / HV channel gets (a channel's own settings win)."""
+
+    lv: dict[str, Any] | None = None
+    hv: dict[str, Any] | None = None
+
+
+class DeadbandSpec(ConfigModel):
+    """``{abs:, rel:}``: republish a reading when it moved by more than abs or rel x value."""
+
+    abs: float = Field(0.0, ge=0)
+    rel: float = Field(0.0, ge=0)
+
+
+DeadbandEntry = Annotated[float, Field(ge=0)] | Annotated[list[float], Field(min_length=2, max_length=2)] | DeadbandSpec
+
+
+class ServiceSection(ConfigModel):
+    """``service:``: the service's own timing and behaviour."""
+
+    heartbeat_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    hv_safe_voltage: float = Field(10.0, ge=0)
+    lv_off_timeout_s: float = Field(900.0, gt=0)
+    apply_settings_on_switch_on: bool = True
+
+
+class InterlockSection(ConfigModel):
+    """``interlock:``: the permit caen-fsm follows (see caen_fsm.permit)."""
+
+    required: bool = True
+    status_topic: Topic = InterlockSettings.status_topic
+    availability_topic: Topic = InterlockSettings.availability_topic
+    stale_s: float = Field(InterlockSettings.stale_s, gt=0)
+    on_silent: Literal["hv_off", "alarm"] = "hv_off"
+    resend_s: float = Field(InterlockSettings.resend_s, gt=0)
+    chiller_topic: Annotated[str | None, AfterValidator(_topic_or_empty)] = InterlockSettings.chiller_topic
+
+
+class CaenFile(ConfigModel):
+    """The caen-fsm configuration file."""
+
+    mqtt: MqttSection = MqttSection()
+    system: str | None = None
+    sysname: str | None = None
+    root: str = "caen"
+    flavour: str | dict[str, Any] | None = None
+    channels: dict[str | int, dict[str, Any]] | list[dict[str, Any]]
+    global_: GlobalSection = Field(GlobalSection(), alias="global")
+    limits: LimitsSection = LimitsSection()
+    deadbands: dict[str, DeadbandEntry] | None = None
+    service: ServiceSection = ServiceSection()
+    interlock: InterlockSection = InterlockSection()
+
+
 def _number(value: Any, integer: bool = False) -> float | int | None:
     if isinstance(value, bool):
         return None
@@ -172,23 +269,15 @@ def _address(entry: Any, where: str) -> tuple[int, int, dict[str, Any]]:
     return slot, chan, rest
 
 
-def _limits(raw: Any, where: str) -> dict[str, dict[str, Limit]]:
-    """Per-kind or per-channel limits: ``{param: max}`` or ``{param: {min:, max:}}``."""
+def _limits(raw: Mapping[str, float | LimitRange] | None) -> dict[str, Limit]:
+    """Per-kind or per-channel limits (already typed by :class:`LimitsSection`) as :class:`Limit` objects."""
     out: dict[str, Limit] = {}
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of parameter -> limit")
-    for param, value in raw.items():
-        if isinstance(value, Mapping):
-            lo, hi = value.get("min"), value.get("max")
+    for param, value in (raw or {}).items():
+        if isinstance(value, LimitRange):
+            out[str(param)] = Limit(value.min, value.max)
         else:
-            lo, hi = None, value
-        for v in (lo, hi):
-            if v is not None and _number(v) is None:
-                raise ConfigError(f"{where}.{param}: limit must be a number, got {v!r}")
-        out[str(param)] = Limit(None if lo is None else float(lo), None if hi is None else float(hi))
-    return {"_": out}
+            out[str(param)] = Limit(None, float(value))
+    return out
 
 
 def _resolve_limits(kind: Kind, raw: Mapping[str, Limit], where: str) -> dict[str, Limit]:
@@ -211,92 +300,46 @@ def _overlay(base: dict[str, Limit], more: Mapping[str, Limit]) -> None:
         )
 
 
-def _deadbands(raw: Any) -> dict[str, Deadband]:
+def _deadbands(raw: Mapping[str, float | list[float] | DeadbandSpec] | None) -> dict[str, Deadband]:
     out = dict(DEFAULT_DEADBANDS)
-    if raw is None:
-        return out
-    if not isinstance(raw, Mapping):
-        raise ConfigError("deadbands: must be a mapping field -> {abs, rel}")
-    for name, value in raw.items():
-        if isinstance(value, Mapping):
-            a, r = value.get("abs", 0.0), value.get("rel", 0.0)
-        elif isinstance(value, (list, tuple)) and len(value) == 2:
-            a, r = value
+    for name, value in (raw or {}).items():
+        if isinstance(value, DeadbandSpec):
+            out[str(name)] = Deadband(value.abs, value.rel)
+        elif isinstance(value, list):
+            out[str(name)] = Deadband(float(value[0]), float(value[1]))
         else:
-            a, r = value, 0.0
-        if _number(a) is None or _number(r) is None:
-            raise ConfigError(f"deadbands.{name}: abs/rel must be numbers")
-        out[str(name)] = Deadband(float(a), float(r))
+            out[str(name)] = Deadband(float(value), 0.0)
     return out
 
 
-def _interlock(raw: Any) -> InterlockSettings:
+def _interlock(raw: InterlockSection) -> InterlockSettings:
     """``interlock:`` -> :class:`InterlockSettings` (absent: required, defaults)."""
-    if raw is None:
-        return InterlockSettings()
-    if not isinstance(raw, Mapping):
-        raise ConfigError("interlock: must be a mapping")
-    known = {"required", "status_topic", "availability_topic", "stale_s", "on_silent", "resend_s", "chiller_topic"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"interlock: unknown key(s) {', '.join(unknown)}")
-    required = raw.get("required", True)
-    if not isinstance(required, bool):
-        raise ConfigError(f"interlock.required: must be true or false, got {required!r}")
-    values: dict[str, Any] = {"required": required}
-    for key in ("stale_s", "resend_s"):
-        if key in raw:
-            number = _number(raw[key])
-            if isinstance(raw[key], str) or number is None or number <= 0:
-                raise ConfigError(f"interlock.{key}: must be a positive number, got {raw[key]!r}")
-            values[key] = number
-    for key in ("status_topic", "availability_topic"):
-        if key in raw:
-            topic = raw[key]
-            if not isinstance(topic, str) or not topic or any(c in topic for c in "#+"):
-                raise ConfigError(f"interlock.{key}: must be a topic name without wildcards, got {topic!r}")
-            values[key] = topic
-    if "chiller_topic" in raw:  # "" or null: follow only the interlock
-        topic = raw["chiller_topic"] or ""
-        if not isinstance(topic, str) or any(c in topic for c in "#+"):
-            raise ConfigError(f"interlock.chiller_topic: a topic name without wildcards or empty, got {topic!r}")
-        values["chiller_topic"] = topic
-    if "on_silent" in raw:
-        if raw["on_silent"] not in ON_SILENT_CHOICES:
-            raise ConfigError(f"interlock.on_silent: one of {', '.join(ON_SILENT_CHOICES)}, got {raw['on_silent']!r}")
-        values["on_silent"] = raw["on_silent"]
-    return InterlockSettings(**values)
+    return InterlockSettings(**raw.model_dump())
 
 
 def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
-    """Validate a loaded YAML mapping into a :class:`CaenConfig`; raise ConfigError with the location."""
-    system = str(cfg.get("system", cfg.get("sysname", DEFAULT_SYSTEM)))
+    """Validate a loaded YAML mapping into a :class:`CaenConfig`; raise ConfigError with the location.
+
+    The file's layout and types are checked by :class:`CaenFile` (strict, unknown keys refused); the channels and
+    their device settings then against the PV parameter table."""
+    if not cfg.get("channels"):
+        raise ConfigError("channels: at least one channel or module must be configured")
+    file = validate(CaenFile, cfg)
+    system = file.system or file.sysname or DEFAULT_SYSTEM
     if not _NAME_OK.match(system):
         raise ConfigError(f"system: invalid crate name {system!r}")
-    root = str(cfg.get("root", "caen"))
-    raw_channels = cfg.get("channels")
-    if not raw_channels:
-        raise ConfigError("channels: at least one channel or module must be configured")
+    root = file.root
+    raw_channels = file.channels
     if isinstance(raw_channels, Mapping):
         entries = [(str(k), v) for k, v in raw_channels.items()]
-    elif isinstance(raw_channels, list):
-        entries = [(str(i), v) for i, v in enumerate(raw_channels)]
     else:
-        raise ConfigError("channels: must be a mapping (id -> entry) or a list of entries")
+        entries = [(str(i), v) for i, v in enumerate(raw_channels)]
 
-    global_settings = cfg.get("global") or {}
-    if not isinstance(global_settings, Mapping):
-        raise ConfigError("global: must be a mapping with 'lv' and/or 'hv'")
-    raw_limits = cfg.get("limits") or {}
-    if not isinstance(raw_limits, Mapping):
-        raise ConfigError("limits: must be a mapping")
+    global_settings = {"lv": file.global_.lv or {}, "hv": file.global_.hv or {}}
     kind_limits = {
-        kind: _resolve_limits(
-            kind, _limits(raw_limits.get(kind.value), f"limits.{kind.value}").get("_", {}), f"limits.{kind.value}"
-        )
-        for kind in Kind
+        kind: _resolve_limits(kind, _limits(getattr(file.limits, kind.value)), f"limits.{kind.value}") for kind in Kind
     }
-    per_channel_limits = raw_limits.get("channels") or {}
+    per_channel_limits = file.limits.channels or {}
 
     channels: dict[str, ChannelConfig] = {}
     modules: dict[str, ModuleConfig] = {}
@@ -317,7 +360,7 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
         _overlay(ch.limits, kind_limits[kind])
         own = per_channel_limits.get(name)
         if own is not None:
-            _overlay(ch.limits, _resolve_limits(kind, _limits(own, f"limits.channels.{name}").get("_", {}), where))
+            _overlay(ch.limits, _resolve_limits(kind, _limits(own), f"limits.channels.{name}"))
         merged = {**(global_settings.get(kind.value) or {}), **rest}
         for key, value in merged.items():
             canonical = canonical_param(str(key), kind)
@@ -342,6 +385,9 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
             rest = {k: v for k, v in entry.items() if k != "kind"}
             add(str(rest.get("name", f"ch{key}")), kind, rest, None, where)
             continue
+        extra = sorted(set(entry) - {"module", "lv", "hv"})
+        if extra:
+            raise ConfigError(f"{where}.{extra[0]}: unknown key (known: module, lv, hv; or kind for a lone channel)")
         module = entry.get("module")
         if module is not None and (not isinstance(module, str) or not _NAME_OK.match(module)):
             raise ConfigError(f"{where}: module name {module!r} must be 1-64 of A-Z a-z 0-9 _ . -")
@@ -355,23 +401,20 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
                 raise ConfigError(f"{where}: duplicate module {module!r}")
             modules[module] = ModuleConfig(module, lv, hv)
 
-    svc = cfg.get("service") or {}
-    if not isinstance(svc, Mapping):
-        raise ConfigError("service: must be a mapping")
-    known = {"heartbeat_s", "connect_timeout_s", "hv_safe_voltage", "lv_off_timeout_s", "apply_settings_on_switch_on"}
-    unknown = sorted(set(svc) - known)
-    if unknown:
-        raise ConfigError(f"service: unknown key(s) {', '.join(unknown)}")
+    for name in per_channel_limits:
+        if name not in channels:  # a misspelled channel name would leave its limit unapplied
+            raise ConfigError(f"limits.channels.{name}: no such channel (known: {', '.join(channels)})")
+    svc = file.service
     return CaenConfig(
-        interlock=_interlock(cfg.get("interlock")),
+        interlock=_interlock(file.interlock),
         system=system,
         root=root,
         channels=channels,
         modules=modules,
-        deadbands=_deadbands(cfg.get("deadbands")),
-        heartbeat_s=float(svc.get("heartbeat_s", 30.0)),
-        connect_timeout_s=float(svc.get("connect_timeout_s", 5.0)),
-        hv_safe_voltage=float(svc.get("hv_safe_voltage", 10.0)),
-        lv_off_timeout_s=float(svc.get("lv_off_timeout_s", 900.0)),
-        apply_settings_on_switch_on=bool(svc.get("apply_settings_on_switch_on", True)),
+        deadbands=_deadbands(file.deadbands),
+        heartbeat_s=svc.heartbeat_s,
+        connect_timeout_s=svc.connect_timeout_s,
+        hv_safe_voltage=svc.hv_safe_voltage,
+        lv_off_timeout_s=svc.lv_off_timeout_s,
+        apply_settings_on_switch_on=svc.apply_settings_on_switch_on,
     )

@@ -73,6 +73,15 @@ class Outcome:
     modules: set[str] = field(default_factory=set)
     system: bool = False
     result: dict[str, Any] = field(default_factory=dict)
+    #: Modules a command could not act on, each with the reason (the others in ``result`` were acted on).
+    refused: dict[str, str] = field(default_factory=dict)
+    #: The operator's answer when part of the command was refused (the puts are still to be carried out).
+    refusal: str | None = None
+
+    @property
+    def accepted(self) -> list[str]:
+        """The modules the command acted on."""
+        return list(self.result.get("modules", []))
 
     def merge(self, other: Outcome) -> Outcome:
         self.puts += other.puts
@@ -80,6 +89,8 @@ class Outcome:
         self.channels |= other.channels
         self.modules |= other.modules
         self.system = self.system or other.system
+        self.refused |= other.refused
+        self.refusal = self.refusal or other.refusal
         return self
 
 
@@ -316,7 +327,6 @@ class Plant:
         self.ever_connected = False
         self._connected = False
         self._module_of = {ch: m.name for m in self.modules.values() for ch in (m.lv.name, m.hv.name)}
-        self._pending: Outcome = Outcome()
         self.interlock_state = "MISSING"  # the permit as last evaluated (published in the system status)
         self.clear_alarm_reading: Any = None  # latest ClearAlarm reading (EnumReading or number)
         self._unlabelled_reported: set[str] = set()
@@ -586,7 +596,9 @@ class Plant:
         return [self.modules[n] for n in dict.fromkeys(names)]
 
     def command(self, cmd: Command, names: list[str] | None, now: float = 0.0) -> Outcome:
-        """Carry out a module command or raise :class:`CommandRefused` (then nothing is done)."""
+        """Decide a module command. Switching on is all or nothing: :class:`CommandRefused` (then nothing is
+        done). Switching off is best effort: the outcome acts on every reachable module and lists the others
+        in ``refused`` (module -> reason) with the operator's answer in ``refusal``; its puts are still due."""
         modules = self.resolve_modules(names)
         out = Outcome()
         if cmd in (Command.LV_ON, Command.HV_ON):
@@ -612,7 +624,7 @@ class Plant:
             for m in modules
             if getattr(m, f"may_{cmd.value}")() and m.hv.connected and (cmd == Command.HV_OFF or m.lv.connected)
         ]
-        unreachable = [m.name for m in modules if m not in reachable]
+        unreachable = {m.name: self._unreachable_reason(m) for m in modules if m not in reachable}
         sequenced: list[str] = []
         for m in reachable:
             m.trigger(cmd.value)
@@ -636,13 +648,21 @@ class Plant:
                 )
             )
         if unreachable:
-            out.result["unreachable"] = unreachable
-            self._pending = out
-            raise CommandRefused(
+            out.result["unreachable"] = list(unreachable)
+            out.refused = unreachable
+            out.refusal = (
                 f"{cmd.value} sent to {len(reachable)} module(s) but NOT to disconnected module(s): "
-                f"{', '.join(unreachable)}"
+                + ", ".join(f"{name} ({why})" for name, why in unreachable.items())
             )
         return out
+
+    @staticmethod
+    def _unreachable_reason(m: ModuleModel) -> str:
+        """Why a switch-off cannot reach module ``m``."""
+        lost = [ch.name for ch in (m.lv, m.hv) if not ch.connected]
+        if lost:
+            return f"{', '.join(lost)} disconnected"
+        return f"module {m.state.value}: LV {m.lv.state.value}, HV {m.hv.state.value}"
 
     def enforce_off(self, lv: bool, now: float, why: str, resend_s: float = 5.0) -> Outcome:
         """Switch HV off on every channel that is on (and LV too if ``lv``: HV first, as ``lv_off`` does),
@@ -693,11 +713,6 @@ class Plant:
     def reset_enforcement(self) -> None:
         """Forget when channels were last switched off by :meth:`enforce_off` (a new demand acts at once)."""
         self._enforced_at.clear()
-
-    def take_partial(self) -> Outcome:
-        """The actions decided by a switch-off command that was only partly possible (then refused)."""
-        out, self._pending = self._pending, Outcome()
-        return out
 
     def _why(self, cmd: Command, refused: list[ModuleModel]) -> str:
         def reason(m: ModuleModel) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from trackerdcs.completion import Completion
+
 
 class ChannelState(StrEnum):
     """State of one power-supply channel, derived from its Status bitfield and its CA connection."""
@@ -59,3 +61,32 @@ class Kind(StrEnum):
 
     LV = "lv"
     HV = "hv"
+
+
+# What "done" means for each module command, judged on ``<root>/status/module/<m>`` of every module the reply
+# names: published in the command table (``caen/commands``) for ``dcs caen lv_on --wait`` and the operator UI.
+# A trip or a lost connection ends the wait as failed; any other state is still on its way (a module that
+# reads OFF just after lv_on has not started its ramp yet).
+_LV_IS_ON = (ModuleState.LV_ON, ModuleState.HV_RAMP_UP, ModuleState.HV_ON, ModuleState.HV_RAMP_DOWN)
+_HV_IS_OFF = (ModuleState.OFF, ModuleState.LV_RAMP_UP, ModuleState.LV_RAMP_DOWN, ModuleState.LV_ON)
+_FAILED = (ModuleState.TRIPPED, ModuleState.DISCONNECTED)
+
+
+def _module_completion(done: tuple[ModuleState, ...], timeout_s: float, description: str) -> Completion:
+    return Completion(
+        done=tuple(s.value for s in done),
+        failed=tuple(s.value for s in _FAILED),
+        topic="status/module/{modules}",
+        field="state",
+        timeout_s=timeout_s,
+        show=("lv_vmon", "hv_vmon"),
+        description=description,
+    )
+
+
+COMPLETIONS = {
+    Command.LV_ON: _module_completion(_LV_IS_ON, 120.0, "every module named reads LV on"),
+    Command.LV_OFF: _module_completion((ModuleState.OFF,), 600.0, "every module named reads OFF (HV ramps first)"),
+    Command.HV_ON: _module_completion((ModuleState.HV_ON,), 600.0, "every module named reads HV_ON"),
+    Command.HV_OFF: _module_completion(_HV_IS_OFF, 600.0, "every module named reads HV off"),
+}

@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trackerdcs.commands import Arg, CommandError
+from trackerdcs.completion import Completion
 from trackerdcs.config import ConfigError, MqttSettings, section
+from trackerdcs.configmodel import validate
 from trackerdcs.deadband import Deadband
 from trackerdcs.service import Service
 
+from .config import JulaboFile
 from .driver import SETPOINT_READING, SETPOINT_SETTING, ChillerDriver, DriverConfig
+from .fsm import State
 from .link import SerialLink
 from .protocol import ModelMap, Reading, Setting, model_map
 
@@ -46,36 +50,24 @@ class JulaboConfig:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> JulaboConfig:
-        sec = dict(section(cfg, "julabo", required=True))
-        limits = sec.pop("limits", None) or {}
-        if not isinstance(limits, dict):
-            raise ConfigError("julabo.limits must be a mapping")
-        connection = sec.pop("connection", None)
-        if not isinstance(connection, str) or not connection:
-            raise ConfigError("julabo.connection is required: a serial device path or socket://host:port")
+        """Validate a loaded YAML mapping (:class:`julabo_fsm.config.JulaboFile`) into the service's config."""
+        if not isinstance(cfg.get("julabo"), Mapping):
+            section(cfg, "julabo", required=True)  # the usual message for a missing or non-mapping section
+        sec = validate(JulaboFile, cfg).julabo
         driver_fields = set(DriverConfig.__dataclass_fields__)
-        driver_args = {k: sec.pop(k) for k in list(sec) if k in driver_fields}
-        known = {"model", "reply_timeout_s", "serial", "root", "heartbeat_s"}
-        unknown = sorted(set(sec) - known)
-        if unknown:
-            raise ConfigError(f"julabo: unknown key(s) {', '.join(unknown)}")
-        try:
-            out = cls(
-                connection=connection,
-                setpoint_min=float(limits.get("setpoint_min", cls.setpoint_min)),
-                setpoint_max=float(limits.get("setpoint_max", cls.setpoint_max)),
-                driver=DriverConfig(**{k: type(getattr(DriverConfig, k))(v) for k, v in driver_args.items()}),
-                **sec,
-            )
-            model_map(out.model)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"julabo: {exc}") from None
+        out = cls(
+            connection=sec.connection,
+            model=sec.model,
+            setpoint_min=sec.limits.setpoint_min,
+            setpoint_max=sec.limits.setpoint_max,
+            reply_timeout_s=sec.reply_timeout_s,
+            serial=sec.serial.model_dump(exclude_none=True),
+            driver=DriverConfig(**{k: v for k, v in sec.model_dump().items() if k in driver_fields}),
+            root=sec.root,
+            heartbeat_s=sec.heartbeat_s,
+        )
         if out.setpoint_min >= out.setpoint_max:
             raise ConfigError("julabo.limits: setpoint_min must be below setpoint_max")
-        if out.driver.unsafe_attempts < 1:
-            raise ConfigError("julabo.unsafe_attempts must be at least 1")
-        if out.driver.stale_after_s <= 0:
-            raise ConfigError("julabo.stale_after_s must be positive (seconds)")
         if out.driver.pacing_s < 0.25:
             log.warning("pacing_s=%s is below the 250 ms the chiller needs: expect lost replies", out.driver.pacing_s)
         return out
@@ -125,19 +117,49 @@ class JulaboApp:
     def _register(self) -> None:
         svc = self.service
         lo, hi = self.config.setpoint_min, self.config.setpoint_max
-        svc.add_command("start", self.cmd_start, help="start the circulator (remote mode, no alarm)")
-        svc.add_command("stop", self.cmd_stop, help="stop the circulator")
+        svc.add_command(
+            "start",
+            self.cmd_start,
+            help="start the circulator (remote mode, no alarm)",
+            completion=Completion(
+                done=(State.RUNNING.value,),
+                failed=(State.ALARM.value, State.ERROR.value, State.DISCONNECTED.value),
+                timeout_s=30.0,
+                show=("bath_temp", "setpoint"),
+                description="the chiller reads RUNNING",
+            ),
+        )
+        svc.add_command(
+            "stop",
+            self.cmd_stop,
+            help="stop the circulator",
+            completion=Completion(
+                done=(State.STOPPED.value,),
+                failed=(State.ERROR.value, State.DISCONNECTED.value),
+                timeout_s=30.0,
+                show=("bath_temp",),
+                description="the chiller reads STOPPED",
+            ),
+        )
+        setpoint = Arg("index", int, minimum=1, maximum=3, help="setpoint 1, 2 or 3")
         svc.add_command(
             "set_setpoint",
             self.cmd_set_setpoint,
-            (Arg("index", int, minimum=1, maximum=3), Arg("value", float, minimum=lo, maximum=hi)),
+            (setpoint, Arg("value", float, minimum=lo, maximum=hi, help="degC")),
             help=f"write setpoint 1-3 in degC (configured limits {lo}..{hi})",
         )
-        svc.add_command("select_setpoint", self.cmd_select_setpoint, (Arg("index", int, minimum=1, maximum=3),))
         svc.add_command(
-            "control_sensor", self.cmd_control_sensor, (Arg("sensor", str, choices=("internal", "external")),)
+            "select_setpoint", self.cmd_select_setpoint, (setpoint,), help="make setpoint 1, 2 or 3 the active one"
         )
-        svc.add_command("pump_stage", self.cmd_pump_stage, (Arg("stage", int, minimum=1, maximum=4),))
+        svc.add_command(
+            "control_sensor",
+            self.cmd_control_sensor,
+            (Arg("sensor", str, choices=("internal", "external")),),
+            help="regulate on the internal (bath) or the external sensor",
+        )
+        svc.add_command(
+            "pump_stage", self.cmd_pump_stage, (Arg("stage", int, minimum=1, maximum=4),), help="pump stage 1-4"
+        )
         svc.add_command("refresh", self.cmd_refresh, help="re-read every value now and republish the status")
         svc.add_command("reconnect", self.cmd_reconnect, help="drop the link and connect again now")
 
@@ -152,16 +174,8 @@ class JulaboApp:
         d = self.driver
 
         def action() -> dict[str, Any]:
-            d.require_remote()
-            if d.status is not None and d.status.code < 0:
-                raise CommandError(
-                    f"chiller in alarm ({d.status.code:03d} {d.status.text}): clear it on the front panel first"
-                )
-            d.send(Setting.RUNNING, 1)
-            report = d.confirm_status("start")
-            if report.running is not True:
-                raise CommandError(f"the chiller did not start: STATUS {report.code:02d} {report.text}")
-            d.note_commanded(True)
+            d.require_startable()
+            report = d.start_verified()
             d.publish(force=True)
             return {"state": d.state.value, "status_text": report.text}
 

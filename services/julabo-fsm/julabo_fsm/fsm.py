@@ -63,9 +63,10 @@ def trigger_for(report: StatusReport) -> Trigger | None:
 class ChillerFsm:
     """Current state plus a callback ``on_change(old, new)`` for every real transition."""
 
+    state: State  # set by the machine (``initial``), changed only by triggers
+
     def __init__(self, on_change: Callable[[State, State], None] | None = None) -> None:
         self.on_change = on_change
-        self.state: State = State.DISCONNECTED
         self.machine = Machine(
             model=self,
             states=list(State),

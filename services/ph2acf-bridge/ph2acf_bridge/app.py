@@ -1,9 +1,13 @@
 """The ph2acf bridge: MQTT commands -> Ph2_ACF runs -> summary -> run document (archive, MongoDB, spool).
 
-Status ``<root>/status``: ``{"state", "run", "calibration", "progress", "operator", "mode", "spooled",
-"mongo_ok", "ts"}``. Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
+Status ``<root>/status``: ``{"state", "run", "uid", "calibration", "progress", "operator", "mode", "spooled",
+"mongo_ok", "last_uid", "last_run", "last_outcome", "ts"}`` (``last_*``: the latest run that ended, for clients
+that wait for a run's outcome). Events on ``<root>/event``: ``run_start`` and ``run_stop`` (carrying the same
 ``start_ts``/``stop_ts`` as the stored run document, so InfluxDB annotations and MongoDB documents line up),
 ``error`` and ``spool``.
+
+The decisions (may a run start, what its end amounts to, its number in TCP mode, its events) are in
+:mod:`ph2acf_bridge.runplan`, the stored document in :mod:`ph2acf_bridge.document`; this module does the I/O.
 """
 
 from __future__ import annotations
@@ -18,53 +22,45 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as mqtt
+from typing import TYPE_CHECKING, Any
 
 from trackerdcs import __version__
 from trackerdcs.commands import Arg, CommandError
+from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
+from trackerdcs.runconditions import conditions_file
 from trackerdcs.service import Service
 
-from .calibrations import calibrations
 from .conditions import ConditionsCache
+from .document import ResultFile, Stand, run_document
 from .fsm import RunMachine, RunState, Trigger
 from .logparse import LogEvent, Progress, RunStarted
 from .runner import RunEnd, Runner, RunnerError
 from .runner_subprocess import SubprocessRunner, read_run_number
 from .runner_tcp import TcpRunner
+from .runplan import (
+    Announcement,
+    RunContext,
+    after_storing,
+    error_event,
+    next_run_number,
+    run_outcome,
+    run_start_event,
+    run_stop_event,
+    run_uid,
+    start_refusal,
+)
 from .settings import BridgeSettings
 from .store import MongoStore, RunStore
 from .summary import SummaryError, summarise
 
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
 log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
-SCHEMA_VERSION = 1
-
-
-@dataclass
-class RunContext:
-    """Everything known about the run in progress."""
-
-    uid: str
-    calibration: str
-    config_file: Path
-    config_xml: str
-    modules: list[str]
-    operator: str
-    comment: str
-    conditions_start: dict[str, Any]
-    run: int | None = None
-    start_ts: float | None = None
-    progress: float = 0.0
-    timed_out: bool = False
-    runner: Runner | None = None
-    started_event_sent: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -120,9 +116,8 @@ class Bridge:
         self._run_thread: threading.Thread | None = None
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._register_commands()
-        self.svc.on_connect_hooks.append(self._subscribe_conditions)
         for topic in self.conditions.topics:
-            self.svc.client.message_callback_add(topic, self._on_condition)
+            self.svc.subscribe(topic, self._on_condition)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -165,12 +160,16 @@ class Bridge:
         return {
             "state": RunState(self.machine.state).value,
             "run": ctx.run if ctx else None,
+            "uid": ctx.uid if ctx else None,
             "calibration": ctx.calibration if ctx else None,
             "progress": round(ctx.progress, 2) if ctx else 0.0,
             "operator": ctx.operator if ctx else None,
             "mode": self.settings.mode,
             "spooled": len(self.store.spooled()),
             "mongo_ok": self.store.mongo_ok,
+            "last_uid": self.last["uid"] if self.last else None,
+            "last_run": self.last["run"] if self.last else None,
+            "last_outcome": self.last["outcome"] if self.last else None,
         }
 
     def publish(self, force: bool = False) -> None:
@@ -184,10 +183,7 @@ class Bridge:
         }
 
     # ------------------------------------------------------------------ conditions
-    def _subscribe_conditions(self) -> None:
-        self.svc.client.subscribe([(t, 1) for t in self.conditions.topics])
-
-    def _on_condition(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_condition(self, msg: mqtt.MQTTMessage) -> None:
         self.svc.health.messages_in.tick()
         self.conditions.update(msg.topic, bytes(msg.payload))
 
@@ -198,15 +194,34 @@ class Bridge:
             "start",
             self._cmd_start,
             [
-                Arg("calibration", str, choices=self.settings.calibrations),
-                Arg("config_file", str, required=False),
-                Arg("modules", list, required=False, item_kind=str),
-                Arg("operator", str),
-                Arg("comment", str, required=False, default=""),
+                Arg("calibration", str, choices=self.settings.calibrations, help="the calibration to run"),
+                Arg("config_file", str, required=False, help="Ph2_ACF XML (default: the calibration's own)"),
+                Arg("modules", list, required=False, item_kind=str, help="modules under test (for the record)"),
+                Arg("operator", str, help="who runs it"),
+                Arg("comment", str, required=False, default="", help="kept with the run"),
             ],
             help="start a calibration run",
+            completion=Completion(
+                done=("done",),
+                failed=("failed", "aborted"),
+                field="last_outcome",
+                match={"last_uid": "uid"},
+                timeout_s=self.settings.max_run_s + 120.0,
+                show=("state", "run", "progress", "last_run"),
+                description="the run started ended and was stored, outcome done",
+            ),
         )
-        svc.add_command("abort", lambda args: self._abort("operator request"), help="stop the run in progress")
+        svc.add_command(
+            "abort",
+            lambda args: self._abort("operator request"),
+            help="stop the run in progress",
+            completion=Completion(
+                done=(RunState.IDLE.value, RunState.ERROR.value),
+                timeout_s=120.0,
+                show=("run",),
+                description="no run in progress any more (the aborted run stored)",
+            ),
+        )
         svc.add_command(
             "status",
             lambda args: {**self.status(), "last": self.last, "server_blocked": self._server_blocked()},
@@ -270,31 +285,25 @@ class Bridge:
 
     def _cmd_start(self, args: dict[str, Any]) -> dict[str, Any]:
         operator = args["operator"].strip()
-        if not operator:
-            raise CommandError("operator must not be empty")
         with self.machine.lock:
-            if self.machine.active:
-                ctx = self.ctx
-                raise CommandError(
-                    f"a run is already in progress (run {ctx.run if ctx else '?'}, "
-                    f"{ctx.calibration if ctx else '?'}, state {RunState(self.machine.state).value}); "
-                    "abort it or wait for it to finish"
-                )
-            blocked = self._server_blocked() if self.settings.mode == "tcp" else None
-            if blocked is not None:
-                raise CommandError(
-                    f"run {blocked.get('run')} was left running on the Ph2_ACF server after an abort timed out; "
-                    "stop it there (or restart the server), then send server_stopped"
-                )
-            if self.settings.refuse_when_interlock_tripped and self.conditions.interlock_state() not in (None, "OK"):
-                raise CommandError(f"interlock is {self.conditions.interlock_state()}: runs are refused until it is OK")
+            state = RunState(self.machine.state)
+            refusal = start_refusal(
+                operator=operator,
+                state=state,
+                current=self.ctx,
+                blocked=self._server_blocked() if self.settings.mode == "tcp" else None,
+                refuse_when_tripped=self.settings.refuse_when_interlock_tripped,
+                interlock=self.conditions.interlock_state(),
+            )
+            if refusal is not None:
+                raise CommandError(refusal)
             config = self._resolve_config(args.get("config_file"))
             try:
                 xml = config.read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
                 raise CommandError(f"cannot read config_file {config}: {exc.strerror}") from None
             ctx = RunContext(
-                uid=f"{self.settings.stand}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
+                uid=run_uid(self.settings.stand, time.strftime("%Y%m%dT%H%M%S", time.gmtime()), uuid.uuid4().hex),
                 calibration=args["calibration"],
                 config_file=config,
                 config_xml=xml,
@@ -320,16 +329,13 @@ class Bridge:
         """Run numbers for TCP mode: persistent counter, never below the archive's or Ph2_ACF's own."""
         counter = self.settings.state_dir / "next_run.txt"
         try:
-            stored = int(counter.read_text().strip())
-        except (OSError, ValueError):
-            stored = 0
-        archived = self.store.archive.max_run()
-        run = max(
-            stored,
-            read_run_number(self.settings.workdir, self.settings.flavour),
-            (archived + 1) if archived is not None else 0,
+            stored: str | None = counter.read_text()
+        except OSError:
+            stored = None
+        run, text = next_run_number(
+            stored, read_run_number(self.settings.workdir, self.settings.flavour), self.store.archive.max_run()
         )
-        counter.write_text(f"{run + 1}\n")
+        counter.write_text(text)
         return run
 
     def _abort(self, reason: str) -> dict[str, Any]:
@@ -369,8 +375,7 @@ class Bridge:
         except Exception as exc:  # never leave the bridge stuck in an active state
             log.exception("run %s: bridge error", ctx.run)
             self.svc.event("error", f"bridge error during run {ctx.run}: {exc}", severity="alarm", run=ctx.run)
-            with self.machine.lock:
-                self.machine.state = RunState.ERROR
+            self.machine.fire(Trigger.FAIL)
             self.publish()
         finally:
             release_memory()
@@ -386,16 +391,7 @@ class Bridge:
         else:
             self.machine.fire(Trigger.LAUNCHED)
             ctx.started_event_sent = True
-            self.svc.event(
-                "run_start",
-                f"run {ctx.run} ({ctx.calibration}) started by {ctx.operator}",
-                run=ctx.run,
-                calibration=ctx.calibration,
-                operator=ctx.operator,
-                modules=ctx.modules,
-                start_ts=ctx.start_ts,
-                uid=ctx.uid,
-            )
+            self._announce(run_start_event(ctx))
             self.publish()
             timer = threading.Timer(self.settings.max_run_s, self._timeout, args=(ctx,))
             timer.daemon = True
@@ -409,29 +405,27 @@ class Bridge:
             ctx.run = end.run
         if end.left_running:
             self._blocked_file.write_text(json.dumps({"run": ctx.run, "uid": ctx.uid, "since": stop_ts}))
-        outcome = "failed" if (end.error or ctx.timed_out) else ("aborted" if end.aborted else "done")
-        error = "run exceeded max_run_s" if ctx.timed_out else end.error
+        outcome, error = run_outcome(end, ctx.timed_out)
         if outcome == "done":
             ctx.progress = 100.0
         self.machine.fire(Trigger.ENDED)
         self.publish()
-        if ctx.started_event_sent:
-            self.svc.event(
-                "run_stop",
-                f"run {ctx.run} ({ctx.calibration}) {outcome}",
-                severity="info" if outcome == "done" else "warning",
-                run=ctx.run,
-                calibration=ctx.calibration,
-                outcome=outcome,
-                start_ts=ctx.start_ts,
-                stop_ts=stop_ts,
-                uid=ctx.uid,
-            )
-        if error:
-            self.svc.event("error", f"run {ctx.run} ({ctx.calibration}) failed: {error}", severity="alarm",
-                           run=ctx.run, calibration=ctx.calibration, error=error, uid=ctx.uid)  # fmt: skip
-        doc, channels = self._document(ctx, end, outcome, error, stop_ts)
-        where = self.store.save(doc, end.result_file, channels)
+        self._announce(run_stop_event(ctx, outcome, stop_ts))
+        self._announce(error_event(ctx, error))
+        result, channels = self._read_result(end)
+        doc = run_document(
+            ctx,
+            end,
+            outcome=outcome,
+            error=error,
+            stop_ts=stop_ts,
+            stand=Stand(self.settings.stand, self.settings.flavour, self.settings.mode, __version__),
+            result=result,
+            conditions_end=self.conditions.snapshot(),
+        )
+        conditions = conditions_file(ctx.modules, ctx.start_ts or stop_ts, stop_ts)
+        doc["conditions_file"] = conditions.meta
+        where = self.store.save(doc, end.result_file, channels, conditions.data)
         if where == "spooled":
             self.svc.event(
                 "spool",
@@ -442,7 +436,7 @@ class Bridge:
             )
         self.last = {"run": ctx.run, "uid": ctx.uid, "outcome": outcome, "stored": where, "error": error}
         self.svc.health.extra.update(self._health_extra())
-        self.machine.fire(Trigger.STORED_FAILED if outcome == "failed" else Trigger.STORED)
+        self.machine.fire(after_storing(outcome))
         self.ctx = None
         self.publish()
 
@@ -451,54 +445,21 @@ class Bridge:
         with contextlib.suppress(CommandError):
             self._abort(f"max_run_s={self.settings.max_run_s} exceeded")
 
-    def _document(
-        self, ctx: RunContext, end: RunEnd, outcome: str, error: str | None, stop_ts: float
-    ) -> tuple[dict[str, Any], Any]:
-        summary: dict[str, Any] | None = None
-        summary_error: str | None = None
-        channels = None
-        result: dict[str, Any] | None = None
-        if end.result_file is not None and end.result_file.exists():
-            result = {
-                "name": end.result_file.name,
-                "path": str(end.result_file),
-                "bytes": end.result_file.stat().st_size,
-            }
-            try:
-                run_summary = summarise(end.result_file)
-            except SummaryError as exc:
-                summary_error = str(exc)
-            else:
-                summary, channels = run_summary.document(), run_summary.channels
-        doc = {
-            "schema": SCHEMA_VERSION,
-            "uid": ctx.uid,
-            "run": ctx.run,
-            "stand": self.settings.stand,
-            "calibration": ctx.calibration,
-            "calibration_name": calibrations(self.settings.flavour).get(ctx.calibration),  # type: ignore[arg-type]
-            "flavour": self.settings.flavour,
-            "mode": self.settings.mode,
-            "operator": ctx.operator,
-            "comment": ctx.comment,
-            "modules": ctx.modules,
-            "config_file": str(ctx.config_file),
-            "config_xml": ctx.config_xml,
-            "start_ts": ctx.start_ts,
-            "stop_ts": stop_ts,
-            "duration_s": round(stop_ts - (ctx.start_ts or stop_ts), 3),
-            "outcome": outcome,
-            "error": error,
-            "abort_reason": ctx.extra.get("abort_reason"),
-            "exit_code": end.exit_code,
-            "log_tail": end.log_tail,
-            "result_file": result,
-            "summary": summary,
-            "summary_error": summary_error,
-            "conditions": {"start": ctx.conditions_start, "end": self.conditions.snapshot()},
-            "bridge_version": __version__,
-        }
-        return doc, channels
+    def _announce(self, announcement: Announcement | None) -> None:
+        if announcement is not None:
+            self.svc.event(announcement.kind, announcement.message, severity=announcement.severity, **announcement.data)
+
+    @staticmethod
+    def _read_result(end: RunEnd) -> tuple[ResultFile, Any]:
+        """The result file's size and summary (and the per-channel data for GridFS), if there is one."""
+        if end.result_file is None or not end.result_file.exists():
+            return ResultFile(), None
+        info = {"name": end.result_file.name, "path": str(end.result_file), "bytes": end.result_file.stat().st_size}
+        try:
+            run_summary = summarise(end.result_file)
+        except SummaryError as exc:
+            return ResultFile(info, None, str(exc)), None
+        return ResultFile(info, run_summary.document()), run_summary.channels
 
     # ------------------------------------------------------------------ spool replay
     def _replay_loop(self) -> None:

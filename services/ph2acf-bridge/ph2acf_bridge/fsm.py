@@ -7,7 +7,8 @@
     STARTING/RUNNING --abort--> ABORTING --ended--> STORING
     STARTING --ended--> STORING   (launch failed: the run is still recorded, outcome "failed")
 
-ERROR means "the last run failed"; a new start is allowed from it.
+ERROR means "the last run failed"; a new start is allowed from it. ``fail`` (any state --> ERROR) is the
+bridge's own error during a run: it never stays stuck in an active state.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Trigger(StrEnum):
     ENDED = "ended"
     STORED = "stored"
     STORED_FAILED = "stored_failed"
+    FAIL = "fail"
 
 
 ACTIVE = frozenset({RunState.STARTING, RunState.RUNNING, RunState.ABORTING, RunState.STORING})
@@ -49,14 +51,16 @@ TRANSITIONS = [
     },
     {"trigger": Trigger.STORED.value, "source": RunState.STORING, "dest": RunState.IDLE},
     {"trigger": Trigger.STORED_FAILED.value, "source": RunState.STORING, "dest": RunState.ERROR},
+    {"trigger": Trigger.FAIL.value, "source": "*", "dest": RunState.ERROR},
 ]
 
 
 class RunMachine:
     """Thread-safe wrapper: ``fire(trigger)`` returns False (instead of raising) if not allowed now."""
 
+    state: RunState  # set by the machine (``initial``), changed only by triggers
+
     def __init__(self) -> None:
-        self.state = RunState.IDLE
         self._lock = threading.RLock()
         self._machine = Machine(
             model=self,

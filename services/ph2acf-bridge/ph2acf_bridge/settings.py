@@ -6,9 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from trackerdcs.config import ConfigError, section
+from trackerdcs.configmodel import ConfigModel, MqttSection, validate
 
 from .calibrations import calibrations, tcp_names
 
@@ -83,46 +86,124 @@ class BridgeSettings:
         return [self.workdir.resolve(), *(p.resolve() for p in self.config_dirs)]
 
 
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+# ---------------------------------------------------------------------------------------------------- the file
+# The YAML as typed models (strict types, unknown keys refused, see trackerdcs.configmodel), one field per line.
+
+
+class SubprocessSection(ConfigModel):
+    """``ph2acf.subprocess``: how the Ph2_ACF executable is run (defaults follow the flavour)."""
+
+    executable: str = ""
+    args: list[str] = []
+    env: dict[str, str | int | float] = {}
+    abort_grace_s: float = Field(10.0, gt=0)
+
+
+class TcpSection(ConfigModel):
+    """``ph2acf.tcp``: the RunController / MiddlewareController server (mode tcp)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5000, gt=0, lt=65536)
+    release: str = ""
+    poll_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    abort_wait_s: float = Field(3600.0, gt=0)
+
+
+class Ph2acfSection(ConfigModel):
+    """``ph2acf:``: the runs the bridge starts and where Ph2_ACF lives."""
+
+    root: str = "ph2acf"
+    stand: str = "teststand"
+    mode: Literal["subprocess", "tcp"] = "subprocess"
+    flavour: Literal["it", "ot"] = "it"
+    base_dir: str = ""
+    workdir: str = "."
+    config_file: str = "CMSIT.xml"
+    config_dirs: list[str] = []
+    calibrations: list[str] = []
+    max_run_s: float = Field(24 * 3600.0, gt=0)
+    refuse_when_interlock_tripped: bool = True
+    caen_root: str = "caen"
+    julabo_root: str = "julabo"
+    env_root: str = "env"
+    subprocess: SubprocessSection = SubprocessSection()
+    tcp: TcpSection = TcpSection()
+
+
+class MongoSection(ConfigModel):
+    """``storage.mongo``: MongoDB for run documents (no uri or an empty one: archive only)."""
+
+    uri: str | None = None
+    database: str = "trackerdcs"
+    timeout_ms: int = Field(2000, gt=0)
+    gridfs_threshold_bytes: int = Field(1_000_000, ge=0)
+
+
+class StorageSection(ConfigModel):
+    """``storage:``: where runs are kept (the archive always, MongoDB when reachable)."""
+
+    archive_dir: str = "ph2acf-archive"
+    spool_dir: str = "ph2acf-spool"
+    state_dir: str = "ph2acf-state"
+    replay_interval_s: float = Field(30.0, gt=0)
+    mongo: MongoSection = MongoSection()
+
+
+class Ph2acfFile(ConfigModel):
+    """The ph2acf-bridge configuration file."""
+
+    mqtt: MqttSection = MqttSection()
+    ph2acf: Ph2acfSection = Ph2acfSection()
+    storage: StorageSection = StorageSection()
 
 
 def load_settings(config: Mapping[str, Any]) -> BridgeSettings:
     """Build :class:`BridgeSettings` from a loaded YAML mapping; raises ConfigError with the reason."""
-    ph2 = dict(section(config, "ph2acf"))
-    storage = dict(section(config, "storage"))
-    sub = _build(SubprocessSettings, section(ph2, "subprocess"), "ph2acf.subprocess")
-    tcp_section = dict(section(ph2, "tcp"))
+    tcp_section = section(section(config, "ph2acf"), "tcp")
     for removed, why in (
         ("header", "the framing follows ph2acf.tcp.release (a wrong framing kills the Ph2_ACF server)"),
         ("progress_query", "Ph2_ACF servers have no 'Progress?' command (an unknown command kills them)"),
     ):
         if removed in tcp_section:
             raise ConfigError(f"ph2acf.tcp.{removed} is no longer accepted: {why}")
-    tcp = _build(TcpSettings, tcp_section, "ph2acf.tcp")
-    mongo = _build(MongoSettings, section(storage, "mongo"), "storage.mongo")
-    ph2.pop("subprocess", None)
-    ph2.pop("tcp", None)
-    storage.pop("mongo", None)
-    for key in storage:
-        if key not in ("archive_dir", "spool_dir", "state_dir", "replay_interval_s"):
-            raise ConfigError(f"storage: unknown key {key}")
-    settings = _build(BridgeSettings, {**ph2, **storage}, "ph2acf")
-    settings.subprocess, settings.tcp, settings.mongo = sub, tcp, mongo
-    if settings.mode not in ("subprocess", "tcp"):
-        raise ConfigError(f"ph2acf.mode must be 'subprocess' or 'tcp', got {settings.mode!r}")
-    if settings.flavour not in ("it", "ot"):
-        raise ConfigError(f"ph2acf.flavour must be 'it' or 'ot', got {settings.flavour!r}")
+    file = validate(Ph2acfFile, config)
+    ph2, storage = file.ph2acf, file.storage
+    sub = SubprocessSettings(
+        executable=ph2.subprocess.executable or DEFAULT_EXECUTABLE[ph2.flavour],
+        args=list(ph2.subprocess.args) or list(DEFAULT_ARGS[ph2.flavour]),
+        env={str(k): str(v) for k, v in ph2.subprocess.env.items()},
+        abort_grace_s=ph2.subprocess.abort_grace_s,
+    )
+    tcp = TcpSettings(**ph2.tcp.model_dump())
+    mongo = MongoSettings(**storage.mongo.model_dump())
+    if mongo.uri == "":
+        mongo.uri = None
+    settings = BridgeSettings(
+        root=ph2.root,
+        stand=ph2.stand,
+        mode=ph2.mode,
+        flavour=ph2.flavour,
+        base_dir=ph2.base_dir,
+        workdir=Path(ph2.workdir),
+        config_file=ph2.config_file,
+        config_dirs=[Path(p) for p in ph2.config_dirs],
+        calibrations=list(ph2.calibrations),
+        max_run_s=ph2.max_run_s,
+        refuse_when_interlock_tripped=ph2.refuse_when_interlock_tripped,
+        caen_root=ph2.caen_root,
+        julabo_root=ph2.julabo_root,
+        env_root=ph2.env_root,
+        subprocess=sub,
+        tcp=tcp,
+        archive_dir=Path(storage.archive_dir),
+        spool_dir=Path(storage.spool_dir),
+        state_dir=Path(storage.state_dir),
+        replay_interval_s=storage.replay_interval_s,
+        mongo=mongo,
+    )
     known = list(calibrations(settings.flavour))  # type: ignore[arg-type]
     if settings.mode == "tcp":
-        tcp.release = str(tcp.release or "")
         if tcp.release in PROTOBUF_RELEASES:
             raise ConfigError(
                 f"ph2acf.tcp.release {tcp.release!r}: protobuf-era MiddlewareControllers are not supported over TCP "
@@ -141,15 +222,6 @@ def load_settings(config: Mapping[str, Any]) -> BridgeSettings:
     if unknown:
         where = f"flavour {settings.flavour}" + (f" over TCP (release {tcp.release})" if settings.mode == "tcp" else "")
         raise ConfigError(f"ph2acf.calibrations: {', '.join(unknown)} not known for {where}")
-    for name in ("workdir", "archive_dir", "spool_dir", "state_dir"):
-        setattr(settings, name, Path(getattr(settings, name)))
-    settings.config_dirs = [Path(p) for p in settings.config_dirs]
-    if not sub.executable:
-        sub.executable = DEFAULT_EXECUTABLE[settings.flavour]
-    if not sub.args:
-        sub.args = list(DEFAULT_ARGS[settings.flavour])
-    sub.env = {str(k): str(v) for k, v in (sub.env or {}).items()}
-    settings.base_dir = str(settings.base_dir or "")
     if settings.mode == "subprocess" and not (
         settings.base_dir or sub.env.get("PH2ACF_BASE_DIR") or os.environ.get("PH2ACF_BASE_DIR")
     ):
@@ -157,15 +229,4 @@ def load_settings(config: Mapping[str, Any]) -> BridgeSettings:
             "ph2acf.base_dir is not set and PH2ACF_BASE_DIR is not in the environment: Ph2_ACF's programs crash "
             "without it (it is what Ph2_ACF's setup.sh exports); set ph2acf.base_dir to the Ph2_ACF installation"
         )
-    try:
-        tcp.port = int(tcp.port)
-        tcp.abort_wait_s = float(tcp.abort_wait_s)
-        mongo.timeout_ms = int(mongo.timeout_ms)
-        mongo.gridfs_threshold_bytes = int(mongo.gridfs_threshold_bytes)
-        settings.max_run_s = float(settings.max_run_s)
-        settings.replay_interval_s = float(settings.replay_interval_s)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"ph2acf: {exc}") from None
-    if mongo.uri == "":
-        mongo.uri = None
     return settings

@@ -6,12 +6,14 @@ Archive layout (one folder per run, named by its uid)::
     <archive_dir>/<uid>/run.json        the run document (summary, conditions, config XML, no arrays)
     <archive_dir>/<uid>/channels.npz    per-channel arrays, one entry per ``<chip>/<quantity>``
     <archive_dir>/<uid>/<result>.root   a copy of the ROOT result file
+    <archive_dir>/<uid>/conditions.parquet  the run's conditions: time series of its window (trackerdcs.runconditions)
     <spool_dir>/<uid>                   marker: not yet in MongoDB
 
 MongoDB layout (database configurable): collection ``runs`` (``_id`` = uid, index on ``run`` and
 ``start_ts``), GridFS bucket ``results`` (ROOT files, ``_id`` = ``<uid>/root``) and, for arrays larger than
 ``gridfs_threshold`` bytes, ``<uid>/channels`` (an .npz) — smaller arrays are inlined as lists under
-``channels``. Every write is idempotent (upsert, fixed GridFS ids), so a replay after a partial upload is safe.
+``channels``; the conditions file as ``<uid>/conditions`` (``conditions_file.gridfs_id`` in the document).
+Every write is idempotent (upsert, fixed GridFS ids), so a replay after a partial upload is safe.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 RUN_FIELDS_FOR_LIST = (
     "uid", "run", "calibration", "operator", "outcome", "start_ts", "stop_ts", "modules", "mode", "comment",
 )  # fmt: skip
+
+
+CONDITIONS_FILE = "conditions.parquet"
 
 
 class StoreUnavailable(Exception):
@@ -88,10 +93,19 @@ class RunArchive:
                 continue
             self._index[doc["uid"]] = _slim(doc)
 
-    def save(self, doc: dict[str, Any], result_file: Path | None, channels_npz: bytes | None) -> Path:
+    def save(
+        self,
+        doc: dict[str, Any],
+        result_file: Path | None,
+        channels_npz: bytes | None,
+        conditions: bytes | None = None,
+    ) -> Path:
         """Write one run (document last, atomically: a folder with run.json is complete)."""
         folder = self.folder / doc["uid"]
         folder.mkdir(parents=True, exist_ok=True)
+        if conditions is not None:
+            (folder / "conditions.part").write_bytes(conditions)
+            (folder / "conditions.part").replace(folder / CONDITIONS_FILE)
         if result_file is not None and result_file.exists():
             shutil.copyfile(result_file, folder / result_file.name)
         if channels_npz is not None:
@@ -113,6 +127,11 @@ class RunArchive:
         roots = sorted(folder.glob("*.root"))
         npz = folder / "channels.npz"
         return doc, (roots[0] if roots else None), (npz.read_bytes() if npz.exists() else None)
+
+    def conditions(self, uid: str) -> bytes | None:
+        """The conditions Parquet bytes of ``uid`` (None if the run has none)."""
+        path = self.folder / uid / CONDITIONS_FILE
+        return path.read_bytes() if path.exists() else None
 
     def documents(self) -> list[dict[str, Any]]:
         """The index entries of every archived run (listing fields and summary totals, not whole documents:
@@ -195,11 +214,19 @@ class MongoStore:
             return False
         return True
 
-    def upload(self, doc: dict[str, Any], result_file: Path | None, channels_npz: bytes | None) -> None:
+    def upload(
+        self,
+        doc: dict[str, Any],
+        result_file: Path | None,
+        channels_npz: bytes | None,
+        conditions: bytes | None = None,
+    ) -> None:
         """Store one run (GridFS files first, the document last). Raises StoreUnavailable."""
-        self._guard("upload", lambda: self._upload(doc, result_file, channels_npz))
+        self._guard("upload", lambda: self._upload(doc, result_file, channels_npz, conditions))
 
-    def _upload(self, doc: dict[str, Any], result_file: Path | None, channels_npz: bytes | None) -> None:
+    def _upload(
+        self, doc: dict[str, Any], result_file: Path | None, channels_npz: bytes | None, conditions: bytes | None
+    ) -> None:
         import gridfs
 
         db = self._db()
@@ -223,6 +250,11 @@ class MongoStore:
                 stored["channels"] = {
                     chip: {q: a.tolist() for q, a in qs.items()} for chip, qs in npz_to_channels(channels_npz).items()
                 }
+        if conditions is not None:
+            file_id = f"{uid}/conditions"
+            if not fs.exists(file_id):
+                fs.put(conditions, _id=file_id, filename=f"{uid}_{CONDITIONS_FILE}", metadata={"uid": uid})
+            stored["conditions_file"] = {**(doc.get("conditions_file") or {}), "gridfs_id": file_id}
         runs = db["runs"]
         runs.create_index("run")
         runs.create_index("start_ts")
@@ -274,16 +306,21 @@ class RunStore:
         return [p.name for p in sorted(markers, key=lambda p: (p.stat().st_mtime, p.name))]
 
     def save(
-        self, doc: dict[str, Any], result_file: Path | None, channels: dict[str, dict[str, np.ndarray]] | None
+        self,
+        doc: dict[str, Any],
+        result_file: Path | None,
+        channels: dict[str, dict[str, np.ndarray]] | None,
+        conditions: bytes | None = None,
     ) -> str:
-        """Archive the run, then upload it (or spool it). Returns "mongo", "spooled" or "archive"."""
+        """Archive the run (and its conditions Parquet file), then upload it (or spool it).
+        Returns "mongo", "spooled" or "archive"."""
         npz = channels_to_npz(channels) if channels else None
         with self._lock:
-            self.archive.save(doc, result_file, npz)
+            self.archive.save(doc, result_file, npz, conditions)
             if self.mongo is None:
                 return "archive"
             try:
-                self.mongo.upload(doc, result_file, npz)
+                self.mongo.upload(doc, result_file, npz, conditions)
             except StoreUnavailable as exc:
                 log.warning("run %s spooled: %s", doc.get("run"), exc)
                 (self.spool_dir / doc["uid"]).write_text(str(exc) + "\n")
@@ -304,7 +341,7 @@ class RunStore:
                     (self.spool_dir / uid).unlink(missing_ok=True)
                     continue
                 try:
-                    self.mongo.upload(doc, root, npz)
+                    self.mongo.upload(doc, root, npz, self.archive.conditions(uid))
                 except StoreUnavailable as exc:
                     return uploaded, str(exc)
                 (self.spool_dir / uid).unlink(missing_ok=True)

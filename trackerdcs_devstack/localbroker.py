@@ -16,10 +16,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from .config import MqttSettings
+from trackerdcs.config import MqttSettings
+from trackerdcs_ops.checkout import checkout, mosquitto_users
+
 from .supervisor import stop_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = checkout()
 MOSQUITTO_DIR = REPO / "mosquitto"
 
 
@@ -45,8 +47,7 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 def users() -> list[str]:
     """The MQTT users declared in mosquitto/users."""
-    lines = (MOSQUITTO_DIR / "users").read_text().splitlines()
-    return [u.strip() for u in lines if u.strip() and not u.startswith("#")]
+    return mosquitto_users(REPO)
 
 
 class LocalBroker:

@@ -289,16 +289,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="", help="volume name prefix (test pods)")
 
 
-def main_backup(argv: Sequence[str] | None = None) -> int:
-    """``dcs backup --dest DIR [--keep N] [--components a,b] [--dir NAME=PATH] [--no-pause]``."""
+def backup_parser(parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """The options of ``dcs backup`` (``parents``: the options every ``dcs`` subcommand takes)."""
     parser = argparse.ArgumentParser(
-        prog="dcs backup", description="Back up the trackerdcs data (see docs/operations.md)."
+        prog="dcs backup", description="Back up the trackerdcs data (see docs/operations.md).", parents=parents
     )
     parser.add_argument("--dest", default=os.environ.get("DCS_BACKUP_DIR", "/var/backups/trackerdcs"), type=Path)
     parser.add_argument("--keep", type=int, default=14, help="complete backups to keep (default 14)")
     parser.add_argument("--no-pause", action="store_true", help="do not pause containers while copying")
     _common(parser)
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def run_backup(ns: argparse.Namespace, json_output: bool = False) -> int:
+    """Carry out ``dcs backup`` as parsed by :func:`backup_parser`; print the backup folder (or, with
+    ``json_output``, ``{"backup": folder, "components": [...]}``)."""
     try:
         components = _components(ns.components)
         targets, missing = resolve_targets(
@@ -310,21 +315,36 @@ def main_backup(argv: Sequence[str] | None = None) -> int:
             raise BackupError(f"requested component(s) without data: {', '.join(missing)}")
         final = backup(ns.dest, targets, ns.keep, pause=not ns.no_pause, log=lambda m: print(m, file=sys.stderr))
     except BackupError as exc:
+        if json_output:
+            print(json.dumps({"ok": False, "error": str(exc)}))
         print(f"dcs backup: {exc}", file=sys.stderr)
         return 1
-    print(final)
+    if json_output:
+        print(json.dumps({"ok": True, "backup": str(final), "components": [t.component for t in targets]}))
+    else:
+        print(final)
     return 0
 
 
-def main_restore(argv: Sequence[str] | None = None) -> int:
-    """``dcs restore BACKUP [--components a,b] [--dir NAME=PATH]`` (BACKUP: a folder, or ``latest`` in --dest)."""
+def main_backup(argv: Sequence[str] | None = None) -> int:
+    """``dcs backup --dest DIR [--keep N] [--components a,b] [--dir NAME=PATH] [--no-pause]``."""
+    return run_backup(backup_parser().parse_args(argv))
+
+
+def restore_parser(parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """The options of ``dcs restore`` (``parents``: the options every ``dcs`` subcommand takes)."""
     parser = argparse.ArgumentParser(
-        prog="dcs restore", description="Restore trackerdcs data from a backup (pod stopped)."
+        prog="dcs restore", description="Restore trackerdcs data from a backup (pod stopped).", parents=parents
     )
     parser.add_argument("backup", help="backup folder, or 'latest' (newest under --dest)")
     parser.add_argument("--dest", default=os.environ.get("DCS_BACKUP_DIR", "/var/backups/trackerdcs"), type=Path)
     _common(parser)
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def run_restore(ns: argparse.Namespace, json_output: bool = False) -> int:
+    """Carry out ``dcs restore`` as parsed by :func:`restore_parser` (with ``json_output``, print
+    ``{"restored": folder, "components": [...]}``)."""
     try:
         if ns.backup == "latest":
             backups = list_backups(ns.dest)
@@ -348,16 +368,25 @@ def main_restore(argv: Sequence[str] | None = None) -> int:
             targets += more
         restore(folder, targets, log=lambda m: print(m, file=sys.stderr))
     except BackupError as exc:
+        if json_output:
+            print(json.dumps({"ok": False, "error": str(exc)}))
         print(f"dcs restore: {exc}", file=sys.stderr)
         return 1
+    if json_output:
+        print(json.dumps({"ok": True, "restored": str(folder), "components": [t.component for t in targets]}))
     return 0
 
 
+def main_restore(argv: Sequence[str] | None = None) -> int:
+    """``dcs restore BACKUP [--components a,b] [--dir NAME=PATH]`` (BACKUP: a folder, or ``latest`` in --dest)."""
+    return run_restore(restore_parser().parse_args(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m trackerdcs.backup backup|restore ...`` (the same as ``dcs backup`` / ``dcs restore``)."""
+    """``python -m trackerdcs_ops.backup backup|restore ...`` (the same as ``dcs backup`` / ``dcs restore``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("backup", "restore"):
-        print("usage: python -m trackerdcs.backup backup|restore [options]", file=sys.stderr)
+        print("usage: python -m trackerdcs_ops.backup backup|restore [options]", file=sys.stderr)
         return 64
     return (main_backup if argv[0] == "backup" else main_restore)(argv[1:])
 

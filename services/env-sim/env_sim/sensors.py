@@ -28,9 +28,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .config import MqttSettings
-from .logsetup import setup_logging
-from .service import build_client, connect_properties
+from trackerdcs.config import MqttSettings
+from trackerdcs.logsetup import setup_logging
+from trackerdcs.service import build_client, connect_properties
 
 log = logging.getLogger("envsim")
 

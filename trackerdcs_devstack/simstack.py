@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from .client import DcsClient
+from trackerdcs.client import DcsClient
+from trackerdcs.logsetup import setup_logging
+from trackerdcs_ops.uiusers import SIM_USERS, ensure_sim_users
+
 from .localbroker import REPO, LocalBroker, free_port, wait_port
-from .logsetup import setup_logging
 from .supervisor import ProcessSpec, Supervisor
-from .uiusers import SIM_USERS, ensure_sim_users
 
 log = logging.getLogger("dcs-sim")
 
@@ -71,10 +72,12 @@ def scaled_julabo_config(source: Path, target: Path, scale: float) -> Path:
     return target
 
 
-def envsim_args(args: argparse.Namespace, julabo_ctl: int, air_interval: float, carrier_interval: float) -> list[str]:
-    """envsim: the box and room air sensors (drying under dry air) and a carrier sensor following the chiller."""
+def envsim_args(
+    program: str, args: argparse.Namespace, julabo_ctl: int, air_interval: float, carrier_interval: float
+) -> list[str]:
+    """env-sim: the box and room air sensors (drying under dry air) and a carrier sensor following the chiller."""
     return [
-        sys.executable, "-m", "trackerdcs.envsim", "--sensor", "box", "--sensor", "room",
+        program, "--sensor", "box", "--sensor", "room",
         "--carrier", "carrier", "--chiller-control", f"127.0.0.1:{julabo_ctl}", "--time-scale", str(args.time_scale),
         "--interval", f"{air_interval:g}", "--carrier-interval", f"{carrier_interval:g}",
         "--humidity", f"{args.humidity:g}", *(() if args.dry_air else ("--no-dry-air",)),
@@ -165,7 +168,7 @@ def build_specs(args: argparse.Namespace, var: Path, broker: LocalBroker, monito
         ),
         ProcessSpec(
             "envsim",
-            envsim_args(args, julabo_ctl, air_interval, carrier_interval),
+            envsim_args(exe("env-sim"), args, julabo_ctl, air_interval, carrier_interval),
             env={**broker.env("sensors"), "DCS_MQTT_CLIENT_ID": "envsim"},
         ),
         ProcessSpec(  # first of the MQTT programs: the audit trail records every command from the start

@@ -3,7 +3,7 @@
 Tests that need podman, headless Chromium, Node-RED or influxd skip on a developer machine without them. On
 CI (``CI=true``, as CI services set it) such a skip would silently hollow out the run, so this pytest hook
 turns every skip into a failure that names the reason. Expected failures (``xfail``) are left alone.
-Registered by tests/conftest.py; usable on its own with ``pytest -p trackerdcs.cipolicy``.
+Registered by tests/conftest.py; usable on its own with ``pytest -p trackerdcs_devstack.cipolicy``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Simulated environment sensors (temperature and humidity) for the simulation stack and the sim pod."""

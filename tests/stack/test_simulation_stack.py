@@ -109,7 +109,9 @@ def test_every_service_publishes_its_command_table_and_dcs_help_is_built_from_it
                      "ph2acf": ["abort", "start"], "burnin": ["start"], "audit": []}  # fmt: skip
     setpoint = next(c for c in tables["julabo"]["commands"] if c["name"] == "set_setpoint")
     value = next(a for a in setpoint["args"] if a["name"] == "value")
-    assert (value["minimum"], value["maximum"]) == (-35.0, 40.0)  # the limits configured for this chiller
+    # the limits configured for this chiller (dcs-sim: services/julabo-fsm/sim.yml, down to -40 C for the standard
+    # burn-in's cold approach)
+    assert (value["minimum"], value["maximum"]) == (-40.0, 40.0)
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DCS_CONFIG": str(var / "dcs.yml")}
     shown = subprocess.run([str(DCS), "julabo", "set_setpoint", "--help"], env=env, capture_output=True, text=True,
                            timeout=30)  # fmt: skip

@@ -115,7 +115,7 @@ def test_every_service_publishes_its_command_table_and_dcs_help_is_built_from_it
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DCS_CONFIG": str(var / "dcs.yml")}
     shown = subprocess.run([str(DCS), "julabo", "set_setpoint", "--help"], env=env, capture_output=True, text=True,
                            timeout=30)  # fmt: skip
-    assert shown.returncode == 0 and "value: required; -35 to 40" in " ".join(shown.stdout.split())
+    assert shown.returncode == 0 and "value: required; -40 to 40" in " ".join(shown.stdout.split())
 
 
 def test_ctrl_c_stops_every_process_and_services_go_offline(stack):

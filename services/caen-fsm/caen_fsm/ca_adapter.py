@@ -33,7 +33,7 @@ from epics import ca, dbr
 
 from trackerdcs import latencytrace
 
-from .enums import EnumReading
+from .enums import AnalogReading, EnumReading
 
 log = logging.getLogger(__name__)
 MASK = dbr.DBE_VALUE | dbr.DBE_ALARM
@@ -53,8 +53,14 @@ class CaAdapter:
         max_batch: int = 50_000,
         probe_s: float = 1.0,
         silent_s: float = 5.0,
+        ctrl_pvs: Iterable[str] = (),
+        put_only: Iterable[str] = (),
     ) -> None:
         self.pvnames = list(dict.fromkeys(pvnames))
+        #: number PVs subscribed with their control information: every update carries the EGU
+        self.ctrl_pvs = frozenset(ctrl_pvs)
+        #: PVs only written (separate read-backs): connected and put to, never subscribed
+        self.put_only = frozenset(put_only)
         self.handler = handler
         self.idle_s = idle_s
         self.max_batch = max_batch  # most updates (values + connection changes) handed over in one call
@@ -82,10 +88,15 @@ class CaAdapter:
         if pvname is not None:
             self._queue.put(("c", pvname, (conn, chid)))
 
-    def _on_value(self, pvname: str | None = None, value: Any = None, enum_strs: Any = None, **_: Any) -> None:
+    def _on_value(
+        self, pvname: str | None = None, value: Any = None, enum_strs: Any = None, units: Any = None, **_: Any
+    ) -> None:
         if pvname is not None:
             if enum_strs is not None:
                 value = EnumReading(int(value), tuple(str(s) for s in enum_strs))
+            elif units is not None:
+                text = units.decode(errors="replace") if isinstance(units, bytes) else str(units)
+                value = AnalogReading(value, text.strip())
             self._queue.put(("v", pvname, value))
 
     # ------------------------------------------------------------------ lifecycle
@@ -120,6 +131,11 @@ class CaAdapter:
     @property
     def connected_count(self) -> int:
         return len(self._connected)
+
+    @property
+    def last_change(self) -> float:
+        """monotonic() of the latest connection event."""
+        return self._last_change
 
     def is_connected(self, pvname: str) -> bool:
         return pvname in self._connected
@@ -220,33 +236,34 @@ class CaAdapter:
     def _connection_changed_locked(self, name: str, conn: bool) -> None:
         self._last_change = time.monotonic()
         if conn:
-            self._awaiting.setdefault(name, self._last_change)
             self._connected.add(name)
             self._ever.add(name)
-            if name not in self._subs:
-                chid = self._chids.get(name)
-                if chid is not None:
-                    try:
-                        self._subs[name] = self._subscribe(chid)
-                    except Exception:  # the silent-PV check recreates it when no value comes
-                        log.exception("cannot subscribe to %s", name)
+            if name not in self.put_only:  # a PV only written is not subscribed and sends no value
+                self._awaiting.setdefault(name, self._last_change)
+                if name not in self._subs:
+                    chid = self._chids.get(name)
+                    if chid is not None:
+                        try:
+                            self._subs[name] = self._subscribe(chid, name in self.ctrl_pvs)
+                        except Exception:  # the silent-PV check recreates it when no value comes
+                            log.exception("cannot subscribe to %s", name)
             if name == self._probe:
                 self._probe_answered_locked()
         else:
             self._connected.discard(name)
             self._awaiting.pop(name, None)
 
-    def _subscribe(self, chid: Any) -> Any:
+    def _subscribe(self, chid: Any, ctrl: bool = False) -> Any:
         """Subscribe (native type) without the two ``poll()`` calls ``ca.create_subscription`` makes per
         channel, which dominate the connect time at 10k+ PVs; the worker flushes once per batch."""
         cb_event = getattr(ca, "_CB_EVENT", None)
         if cb_event is None:  # pyepics internals changed: fall back to the public call
             return ca.create_subscription(
-                chid, mask=MASK, callback=self._on_value, use_ctrl=ca.field_type(chid) == dbr.ENUM
+                chid, mask=MASK, callback=self._on_value, use_ctrl=ctrl or ca.field_type(chid) == dbr.ENUM
             )
         native = ca.field_type(chid)
-        # enums with their control information: every update carries the IOC's labels
-        ftype = ca.promote_fieldtype(native, use_time=False, use_ctrl=native == dbr.ENUM)
+        # enums with their control information: every update carries the IOC's labels (EGU PVs: their units)
+        ftype = ca.promote_fieldtype(native, use_time=False, use_ctrl=ctrl or native == dbr.ENUM)
         uarg = ctypes.py_object(self._on_value)
         evid = ctypes.c_void_p()
         ret = ca.libca.ca_create_subscription(ftype, 0, chid, MASK, cb_event, uarg, ctypes.byref(evid))

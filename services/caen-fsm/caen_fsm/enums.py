@@ -24,6 +24,14 @@ class EnumReading:
         return self.labels[self.index] if 0 <= self.index < len(self.labels) else None
 
 
+@dataclass(frozen=True)
+class AnalogReading:
+    """One update of a number PV read with its engineering units (EGU) as the IOC gave them."""
+
+    value: float
+    units: str
+
+
 class LabelError(ValueError):
     """A label the IOC does not offer (the message is meant for the operator)."""
 

@@ -395,7 +395,8 @@ class Plant:
     def write_only_pvs(self) -> list[str]:
         """PVs only written (an IOC with separate read-backs): connected, never subscribed."""
         read = set(self.pv_index)
-        return list(dict.fromkeys(pv for ch in self.channels.values() for pv in ch.write_pvs.values() if pv not in read))
+        written = (pv for ch in self.channels.values() for pv in ch.write_pvs.values())
+        return list(dict.fromkeys(pv for pv in written if pv not in read))
 
     @property
     def egu_pvs(self) -> set[str]:

@@ -171,19 +171,27 @@ class CrateIoc:
                 **self._names(param),
                 initial_value=initial(param),
                 on_update=writer(param),
+                always_update=look.separate_readbacks,
                 **extra,
             )
             self.writers[(slot, ch, param)] = rec
             recs[param] = rec
         for param in analog:
             rec = builder.aOut(
-                look.write_name(system, slot, ch, param), initial_value=initial(param), PREC=3, on_update=writer(param)
+                look.write_name(system, slot, ch, param),
+                initial_value=initial(param),
+                PREC=3,
+                on_update=writer(param),
+                always_update=look.separate_readbacks,
             )
             self.writers[(slot, ch, param)] = rec
             recs[param] = rec
         for param in ("TripInt", "TripExt"):
             rec = builder.longOut(
-                look.write_name(system, slot, ch, param), initial_value=getattr(c, param), on_update=writer(param)
+                look.write_name(system, slot, ch, param),
+                initial_value=getattr(c, param),
+                on_update=writer(param),
+                always_update=look.separate_readbacks,
             )
             self.writers[(slot, ch, param)] = rec
             recs[param] = rec

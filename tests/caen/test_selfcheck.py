@@ -30,6 +30,7 @@ def test_what_was_learnt_from_the_ioc_is_published_in_health(caen, operator, cra
     assert hv["readbacks"]["read"]["VMon"] == crate.pv("12:000:VMon")
     assert ("highest-bit" in json.dumps(check["warnings"])) == (crate.look.status == "highest")
     assert "IOC self-check: flavour" in caen.log()
+    assert operator.status("caen")["status_form"] == crate.look.status  # said in the crate's status too
 
 
 @pytest.mark.flavours("trackerdcs")

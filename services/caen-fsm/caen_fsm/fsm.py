@@ -642,6 +642,8 @@ class Plant:
             "modules_total": total,
             "modules_hv_on": hv_on,
             "modules_tripped": tripped,
+            # word | bits | highest: "highest" = only the highest Status bit is known (see caen_fsm.flavour)
+            "status_form": self.flavour.status.form,
         }
 
     # ------------------------------------------------------------------ commands

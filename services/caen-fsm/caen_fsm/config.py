@@ -3,6 +3,7 @@
 Two channel-list shapes of the 2020 prototype are accepted, plus our additions::
 
     system: cleanroom              # crate SysName, the PV prefix
+    flavour: trackerdcs            # which IOC serves the crate: a shipped flavour or a mapping (caen_fsm.flavour)
     channels:                      # prototype shape 1: id -> LV/HV pair with per-channel settings
       "0": {module: M0, lv: {board: 0, chan: 0, setV: 13.}, hv: {board: 12, chan: 0}}
     # or prototype shape 2: [{module: M0, lv: [0, 0], hv: [12, 0]}, ...]

@@ -73,7 +73,7 @@ def test_small_batches_against_a_real_ioc_bring_every_module_out_of_disconnected
             plant.apply(values, conns, now=time.monotonic())
             seen.update(name for name, _ in values)
 
-    adapter = CaAdapter(plant.pv_names, handler, idle_s=0.05, max_batch=5)
+    adapter = CaAdapter(plant.pv_names, handler, idle_s=0.05, max_batch=5, ctrl_pvs=plant.egu_pvs)
     adapter.start()
     try:
         assert adapter.wait_connected(10)
@@ -103,7 +103,7 @@ def test_while_pvs_are_lost_one_is_recreated_each_second_and_its_answer_recreate
     monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: created.append(name) or f"chid-{name}")
     monkeypatch.setattr(ca_adapter.ca, "clear_channel", cleared.append)
-    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid, ctrl=False: ("sub", chid))
+    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid: ("sub", chid))
     adapter = CaAdapter(["A", "B", "C"], lambda values, conns: None, probe_s=1.0)
     adapter._chids = {n: f"chid-{n}" for n in adapter.pvnames}
     for name in ("A", "B", "C"):
@@ -139,7 +139,7 @@ def test_a_connected_pv_that_never_sends_a_value_is_recreated(monkeypatch):
     monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: created.append(name) or 7)
     monkeypatch.setattr(ca_adapter.ca, "clear_channel", lambda chid: None)
-    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid, ctrl=False: chid)
+    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid: chid)
     adapter = CaAdapter(["A", "B"], lambda values, conns: None, probe_s=1.0, silent_s=5.0)
     adapter._chids = {"A": 1, "B": 2}
     adapter._connection_changed("A", True)
@@ -163,7 +163,7 @@ def test_a_connection_event_of_a_channel_recreated_since_is_ignored(monkeypatch)
     monkeypatch.setattr(ca_adapter.ca, "create_channel", lambda name, **kw: next(ids))
     monkeypatch.setattr(ca_adapter.ca, "clear_channel", lambda chid: None)
     subscribed: list[int] = []
-    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid, ctrl=False: subscribed.append(chid) or chid)
+    monkeypatch.setattr(CaAdapter, "_subscribe", lambda self, chid: subscribed.append(chid) or chid)
     adapter = CaAdapter(["A"], lambda values, conns: None, probe_s=0)
     adapter._chids = {"A": 1}
     with adapter._lock:
@@ -185,7 +185,7 @@ def test_an_up_event_for_a_channel_that_is_down_by_now_is_ignored_and_subscribes
     monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0 if chid in up else -1)  # -1: TYPENOTCONN
     subscribed: list[int] = []
 
-    def subscribe(self, chid, ctrl=False):
+    def subscribe(self, chid):
         if chid not in up:
             raise ca_adapter.ca.CASeverityException("create_subscription", "The data type specifed is invalid")
         subscribed.append(chid)
@@ -208,7 +208,7 @@ def test_a_failing_subscription_never_stops_the_worker(monkeypatch):
     monkeypatch.setattr(ca_adapter.ca, "flush_io", lambda: None)
     monkeypatch.setattr(ca_adapter.ca, "field_type", lambda chid: 0)
 
-    def subscribe(self, chid, ctrl=False):
+    def subscribe(self, chid):
         if chid == 1:
             raise ca_adapter.ca.CASeverityException("create_subscription", "The data type specifed is invalid")
         return chid

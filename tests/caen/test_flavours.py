@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from caen_fsm import selfcheck
 from caen_fsm.config import parse_config
-from caen_fsm.enums import AnalogReading, EnumReading
+from caen_fsm.enums import EnumReading, UnitsReading
 from caen_fsm.flavour import load_flavour, shipped
 from caen_fsm.fsm import Plant
 from caen_fsm.states import ChannelState, Kind
@@ -125,7 +125,8 @@ def feed(plant, value_of):
     values = []
     for ch in plant.channels.values():
         for key, pv in ch.pvs.items():
-            values.append((pv, value_of(ch, key)))
+            given = value_of(ch, key)
+            values += [(pv, v) for v in (given if isinstance(given, list) else [given])]
     if plant.clear_alarm_pv:
         values.append((plant.clear_alarm_pv, EnumReading(0, ("No", "Yes"))))
     return plant.apply(values, conns)
@@ -144,7 +145,7 @@ def crate_values(labels=None, egu=None, status=0):
             )
         if param in ("VMon", "IMon"):
             unit = egu.get(param, "V" if param == "VMon" else ("uA" if kind == Kind.HV else "A"))
-            return AnalogReading(0.0, unit)
+            return [0.0, UnitsReading(unit)]  # the value, and the EGU read once at connect
         if param == "Status" or param.startswith("Status."):
             return status
         return 0

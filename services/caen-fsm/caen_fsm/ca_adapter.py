@@ -33,7 +33,7 @@ from epics import ca, dbr
 
 from trackerdcs import latencytrace
 
-from .enums import AnalogReading, EnumReading
+from .enums import EnumReading, UnitsReading
 
 log = logging.getLogger(__name__)
 MASK = dbr.DBE_VALUE | dbr.DBE_ALARM
@@ -57,8 +57,9 @@ class CaAdapter:
         put_only: Iterable[str] = (),
     ) -> None:
         self.pvnames = list(dict.fromkeys(pvnames))
-        #: number PVs subscribed with their control information: every update carries the EGU
+        #: number PVs whose control information (EGU) is read once at each connect
         self.ctrl_pvs = frozenset(ctrl_pvs)
+        self._unit_gets: dict[str, Any] = {}  # references kept alive until the one-shot get answered
         #: PVs only written (separate read-backs): connected and put to, never subscribed
         self.put_only = frozenset(put_only)
         self.handler = handler
@@ -88,16 +89,16 @@ class CaAdapter:
         if pvname is not None:
             self._queue.put(("c", pvname, (conn, chid)))
 
-    def _on_value(
-        self, pvname: str | None = None, value: Any = None, enum_strs: Any = None, units: Any = None, **_: Any
-    ) -> None:
+    def _on_value(self, pvname: str | None = None, value: Any = None, enum_strs: Any = None, **_: Any) -> None:
         if pvname is not None:
             if enum_strs is not None:
                 value = EnumReading(int(value), tuple(str(s) for s in enum_strs))
-            elif units is not None:
-                text = units.decode(errors="replace") if isinstance(units, bytes) else str(units)
-                value = AnalogReading(value, text.strip())
             self._queue.put(("v", pvname, value))
+
+    def _on_units(self, pvname: str | None = None, units: Any = None, **_: Any) -> None:
+        if pvname is not None:
+            text = units.decode(errors="replace") if isinstance(units, bytes) else str(units or "")
+            self._queue.put(("v", pvname, UnitsReading(text.strip())))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -244,26 +245,46 @@ class CaAdapter:
                     chid = self._chids.get(name)
                     if chid is not None:
                         try:
-                            self._subs[name] = self._subscribe(chid, name in self.ctrl_pvs)
+                            self._subs[name] = self._subscribe(chid)
                         except Exception:  # the silent-PV check recreates it when no value comes
                             log.exception("cannot subscribe to %s", name)
+                if name in self.ctrl_pvs:
+                    self._read_units(name)
             if name == self._probe:
                 self._probe_answered_locked()
         else:
             self._connected.discard(name)
             self._awaiting.pop(name, None)
 
-    def _subscribe(self, chid: Any, ctrl: bool = False) -> Any:
+    def _read_units(self, name: str) -> None:
+        """Read the PV's control information once (its EGU) at each connect: one get, not a heavier monitor."""
+        chid = self._chids.get(name)
+        cb_event = getattr(ca, "_CB_EVENT", None)
+        if chid is None:
+            return
+        try:
+            ftype = ca.promote_fieldtype(ca.field_type(chid), use_time=False, use_ctrl=True)
+            if cb_event is None:  # pyepics internals changed: the public (blocking) call
+                self._on_units(pvname=name, units=(ca.get_ctrlvars(chid) or {}).get("units"))
+                return
+            uarg = ctypes.py_object(self._on_units)
+            ret = ca.libca.ca_array_get_callback(ftype, 1, chid, cb_event, uarg)
+            ca.PySEVCHK("array_get_callback", ret)
+            self._unit_gets[name] = uarg
+        except Exception:  # the channel then stays unknown (no units) and the self-check names it
+            log.exception("cannot read the units of %s", name)
+
+    def _subscribe(self, chid: Any) -> Any:
         """Subscribe (native type) without the two ``poll()`` calls ``ca.create_subscription`` makes per
         channel, which dominate the connect time at 10k+ PVs; the worker flushes once per batch."""
         cb_event = getattr(ca, "_CB_EVENT", None)
         if cb_event is None:  # pyepics internals changed: fall back to the public call
             return ca.create_subscription(
-                chid, mask=MASK, callback=self._on_value, use_ctrl=ctrl or ca.field_type(chid) == dbr.ENUM
+                chid, mask=MASK, callback=self._on_value, use_ctrl=ca.field_type(chid) == dbr.ENUM
             )
         native = ca.field_type(chid)
-        # enums with their control information: every update carries the IOC's labels (EGU PVs: their units)
-        ftype = ca.promote_fieldtype(native, use_time=False, use_ctrl=ctrl or native == dbr.ENUM)
+        # enums with their control information: every update carries the IOC's labels
+        ftype = ca.promote_fieldtype(native, use_time=False, use_ctrl=native == dbr.ENUM)
         uarg = ctypes.py_object(self._on_value)
         evid = ctypes.c_void_p()
         ret = ca.libca.ca_create_subscription(ftype, 0, chid, MASK, cb_event, uarg, ctypes.byref(evid))

@@ -25,10 +25,9 @@ class EnumReading:
 
 
 @dataclass(frozen=True)
-class AnalogReading:
-    """One update of a number PV read with its engineering units (EGU) as the IOC gave them."""
+class UnitsReading:
+    """A number PV's engineering units (EGU) as the IOC gave them, read once each time the PV connects."""
 
-    value: float
     units: str
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from transitions import Machine
 
 from .config import CaenConfig, ChannelConfig
-from .enums import AnalogReading, EnumReading, LabelError
+from .enums import EnumReading, LabelError, UnitsReading
 from .flavour import BIT_NUMBERS, SERVICE_UNITS, Flavour
 from .pvnames import PARAMS, canonical_param
 from .states import ChannelState, Command, Kind, ModuleState, SystemState
@@ -156,6 +156,8 @@ class ChannelModel:
         self.values: dict[str, Any] = {}  # only values read since the PV's latest connect
         self.labels: dict[str, tuple[str, ...]] = {}  # enum labels as the IOC gave them (same lifetime)
         self.units: dict[str, str] = {}  # EGU as the IOC gave them (same lifetime)
+        #: parameters whose EGU must be read before the channel is known (units from the IOC)
+        self.egu_params = frozenset(p for p in SERVICE_UNITS if p in self.read_pvs) if flavour.units == "egu" else ()
         self.bits: dict[str, bool] = {}  # bits form: each Status bit PV's value (same lifetime)
         self.disconnected: set[str] = set(self.pvs.values())
         self.fresh: set[str] = set()  # PVs with a value since their latest connect
@@ -164,7 +166,7 @@ class ChannelModel:
     @property
     def connected(self) -> bool:
         """Every PV connected *and* read since it (re)connected: only then is the channel known."""
-        return not self.disconnected and len(self.fresh) == len(self.pvs)
+        return not self.disconnected and len(self.fresh) == len(self.pvs) and len(self.units) >= len(self.egu_params)
 
     def lose(self, pv: str, param: str) -> None:
         """The PV disconnected: forget what it said (a value from before a disconnect is never current)."""
@@ -179,9 +181,6 @@ class ChannelModel:
 
     def take(self, param: str, value: Any) -> bool | None:
         """Store one PV value; True when the Status word changed, None when an enum came without labels."""
-        if isinstance(value, AnalogReading):
-            self.units[param] = value.units
-            value = value.value
         if isinstance(value, EnumReading):
             self.labels[param] = value.labels
             value = value.index
@@ -439,6 +438,10 @@ class Plant:
             if pv in ch.disconnected:
                 continue  # an update overtaken by the loss of its PV: nothing from before a disconnect
             before.setdefault(ch.name, ch.connected)
+            if isinstance(value, UnitsReading):
+                ch.units[param] = value.units  # not a value: the PV is fresh only once its value came
+                touched.add(ch.name)
+                continue
             status_changed = ch.take(param, value)
             if status_changed is None:
                 self._unlabelled(pv, out)

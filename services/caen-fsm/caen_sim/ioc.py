@@ -282,8 +282,8 @@ class CrateIoc:
                 recs["Status"].set(status)
             elif self.look.status == "highest":
                 recs["Status"].set(_highest(status))
-            else:  # one record per bit: bits being set first, then those being cleared
-                bits = sorted(self.look.status_bits, key=lambda b: not status & (1 << STATUS_BITS[b]))
+            else:  # one record per bit: bits being set first (ON last of them), then those being cleared
+                bits = sorted(self.look.status_bits, key=lambda b: (not status & (1 << STATUS_BITS[b]), b == "ON"))
                 for bit in bits:
                     value = int(bool(status & (1 << STATUS_BITS[bit])))
                     if recs[f"Status.{bit}"].get() != value:

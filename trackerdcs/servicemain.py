@@ -56,4 +56,4 @@ def run_service(
     app.start()
     stop.wait()
     app.stop()
-    return 0
+    return int(getattr(app, "exit_code", 0) or 0)  # an app may end itself with a status (a refused start)

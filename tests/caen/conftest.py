@@ -3,8 +3,12 @@
 The CA port is chosen once per session (pyepics reads EPICS_CA_* when libca starts, before any test runs);
 the IOC and the service are fresh subprocesses per test, so every test starts from a crate that is off.
 
-The crate serves its enum PVs with the manual's label order (``default``) or with every list reversed
-(``reversed``): the service tests run against both, since IOCs in the field differ. caen-fsm holds the
+The crate is presented as each shipped IOC flavour presents it (caen-sim --flavour: other PV names, Status as a
+word, one PV per bit or a highest-bit enum, other labels, separate read-backs, no crate clear, a negative board),
+and the service runs with the matching ``flavour:``; the default flavour also with every enum list reversed.
+A new flavour is one YAML file in caen_fsm/flavours plus one entry in :data:`IOC_CASES` (and its presentation
+in caen_sim/presentations.py). Tests address PVs in the default layout (``"12:001:V0Set"``, ``"SIM:..."``);
+:class:`SimCrate` translates to the flavour's names and reads enum values as the manual's words. caen-fsm holds the
 interlock permit itself, so the ``interlock`` fixture publishes what the Node-RED interlock publishes
 (retained ``interlock/status``, ``interlock/availability``) as the ``nodered`` account, through the broker.
 """
@@ -63,6 +67,40 @@ CONFIG = {
 }
 #: Enum label lists the simulated crate is run with (caen-sim --enum-labels).
 ENUM_VARIANTS = ("default", "reversed")
+#: The shipped flavours (caen_fsm/flavours/*.yml) as (flavour, enum label variant) cases of the crate.
+IOC_CASES = (
+    ("trackerdcs", "default"),
+    ("trackerdcs", "reversed"),
+    ("halla", "default"),
+    ("cls-hvcaenx527", "default"),
+    ("slac-caenhvasyn", "reversed"),
+    ("jlab-clas12", "default"),
+)
+FLAVOURS = tuple(dict.fromkeys(f for f, _ in IOC_CASES))
+#: Boards presented (and configured) with negative polarity, per flavour: halla's HV board takes negative V0Set.
+NEGATIVE_SLOTS = {"halla": (12,)}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test using the crate against every flavour (``@pytest.mark.flavours(...)`` narrows the list);
+    a test that parametrises ``enum_labels`` itself gets every flavour with each of its label lists."""
+    if "flavour" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("flavours")
+    names = marker.args if marker else FLAVOURS
+    own = {m.args[0] for m in metafunc.definition.iter_markers("parametrize")}
+    if "enum_labels" in own:
+        metafunc.parametrize("flavour", names, indirect=False)
+    else:
+        cases = [c for c in IOC_CASES if c[0] in names]
+        metafunc.parametrize(("flavour", "enum_labels"), cases, ids=[f"{f}-{e}" for f, e in cases])
+
+
+def flavour_config(flavour: str) -> object:
+    """The config's ``flavour:`` for a case: the shipped name, or the site's sign convention on top of it."""
+    if flavour in NEGATIVE_SLOTS:
+        return {"base": flavour, "sign": {"negative_slots": list(NEGATIVE_SLOTS[flavour])}}
+    return flavour
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -79,11 +117,38 @@ def _stop(proc: subprocess.Popen | None) -> None:
 class SimCrate:
     """The caen-sim process (real EPICS IOC) with helpers to kill/restart it and inject faults."""
 
-    def __init__(self, config_path: Path, log_path: Path, enum_labels: str = "default") -> None:
+    def __init__(
+        self, config_path: Path, log_path: Path, enum_labels: str = "default", flavour: str = "trackerdcs"
+    ) -> None:
+        from caen_sim.presentations import PRESENTATIONS
+
         self.config_path = config_path
         self.log_path = log_path
         self.enum_labels = enum_labels
+        self.flavour = flavour
+        self.look = PRESENTATIONS[flavour]
+        self.negative_slots = NEGATIVE_SLOTS.get(flavour, ())
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def has_clear(self) -> bool:
+        """Whether this IOC has a crate-level clear."""
+        return self.look.crate_clear is not None
+
+    def has(self, param: str) -> bool:
+        """Whether this IOC has the parameter ``param``."""
+        return param not in self.look.absent
+
+    def pv(self, name: str, write: bool = False) -> str:
+        """The flavour's PV for ``"SS:CCC:Param"`` (read, or the one written) or ``"SIM:..."``."""
+        from caen_sim.presentations import READ_ONLY
+
+        if name.startswith("SIM:"):
+            return f"{SYSTEM}:{name}"
+        slot, ch, param = name.split(":")
+        if write:
+            return self.look.write_name(SYSTEM, int(slot), int(ch), param)
+        return self.look.read_name(SYSTEM, int(slot), int(ch), param, param not in READ_ONLY)
 
     def start(self) -> None:
         env = {**os.environ, **CA_ENV}
@@ -101,6 +166,10 @@ class SimCrate:
                 "0.02",
                 "--enum-labels",
                 self.enum_labels,
+                "--flavour",
+                self.flavour,
+                "--negative-slots",
+                ",".join(str(s) for s in self.negative_slots),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -122,46 +191,57 @@ class SimCrate:
     # a channel that is not connected (an IOC of an earlier test, or restarted) is recreated, so it is searched
     # at once. (pyepics' clear_cache between IOCs raced callbacks and crashed the suite with SIGSEGV.)
     @staticmethod
-    def _chid(name: str):
+    def _chid(pvname: str):
         from epics import ca
 
         ca.use_initial_context()
-        chid = ca.create_channel(f"{SYSTEM}:{name}", connect=False, auto_cb=False)
+        chid = ca.create_channel(pvname, connect=False, auto_cb=False)
         if ca.isConnected(chid):
             return chid
         ca.clear_channel(chid)
-        chid = ca.create_channel(f"{SYSTEM}:{name}", connect=False, auto_cb=False)
+        chid = ca.create_channel(pvname, connect=False, auto_cb=False)
         return chid if ca.connect_channel(chid, timeout=5) else None
 
-    @classmethod
-    def put(cls, name: str, value, wait: bool = True) -> None:
+    def put(self, name: str, value, wait: bool = True) -> None:
         from epics import ca
 
-        chid = cls._chid(name)
+        chid = self._chid(self.pv(name, write=True))
         assert chid is not None, f"{name} not connected"
         assert ca.put(chid, value, wait=wait, timeout=5) == 1, name
 
-    @classmethod
-    def get(cls, name: str):
+    def get(self, name: str):
+        """A number as the crate means it: a negative board's V0Set/VMon as their magnitude."""
         from epics import ca
 
-        chid = cls._chid(name)
-        return None if chid is None else ca.get(chid, timeout=5)
+        chid = self._chid(self.pv(name))
+        value = None if chid is None else ca.get(chid, timeout=5)
+        if value is not None and not name.startswith("SIM:") and int(name.split(":")[0]) in self.negative_slots:
+            return abs(value)
+        return value
 
-    @classmethod
-    def label(cls, name: str) -> str | None:
-        """The label an enum PV reads (as the IOC names it)."""
+    def raw_label(self, name: str) -> str | None:
+        """The label an enum PV reads, as the IOC spells it."""
         from epics import ca
 
-        chid = cls._chid(name)
+        chid = self._chid(self.pv(name))
         if chid is None:
             return None
         labels, index = ca.get_enum_strings(chid), ca.get(chid, timeout=5)
         return None if labels is None or index is None else labels[int(index)]
 
+    def label(self, name: str) -> str | None:
+        """The manual's word (Off/On, Kill/Ramp, High/Low) an enum PV reads, whatever this IOC's spelling."""
+        from caen_sim.presentations import ENUM_WORDS
+
+        raw, param = self.raw_label(name), name.split(":")[-1]
+        if raw is None:
+            return None
+        spelled = [w.lower() for w in self.look.words()[param]]
+        return ENUM_WORDS[param][spelled.index(raw.lower())] if raw.lower() in spelled else raw
+
     def is_on(self, name: str) -> bool:
-        """Whether the Pw PV ``<slot>:<chan>`` reads On, whatever the IOC's label order."""
-        return (self.label(f"{name}:Pw") or "").lower() == "on"
+        """Whether the Pw PV ``<slot>:<chan>`` reads On, whatever the IOC's labels."""
+        return self.label(f"{name}:Pw") == "On"
 
 
 class InterlockStandIn:
@@ -251,21 +331,35 @@ def config_overrides() -> dict:
 
 
 @pytest.fixture
-def caen_config(tmp_path: Path, config_overrides: dict) -> Path:
-    path = tmp_path / "caen.yml"
-    path.write_text(yaml.safe_dump({**CONFIG, **config_overrides}))
-    return path
-
-
-@pytest.fixture(params=ENUM_VARIANTS)
-def enum_labels(request: pytest.FixtureRequest) -> str:
-    """The crate's enum label lists: the manual's order, then every list reversed."""
-    return request.param
+def flavour() -> str:
+    """The IOC flavour of the crate and the service (parametrised by :func:`pytest_generate_tests`)."""
+    return "trackerdcs"
 
 
 @pytest.fixture
-def crate(tmp_path: Path, caen_config: Path, enum_labels: str) -> Iterator[SimCrate]:
-    sim = SimCrate(caen_config, tmp_path / "caen-sim.log", enum_labels)
+def enum_labels() -> str:
+    """The crate's enum label lists (parametrised by :func:`pytest_generate_tests` or the test)."""
+    return "default"
+
+
+@pytest.fixture
+def caen_config(tmp_path: Path, config_overrides: dict, flavour: str) -> Path:
+    from caen_sim.presentations import PRESENTATIONS
+
+    config = {**CONFIG, "flavour": flavour_config(flavour), **config_overrides}
+    if "ImRange" in PRESENTATIONS[flavour].absent:  # an IOC without ImRange: the setting cannot be configured
+        config["global"] = {
+            **config["global"],
+            "hv": {k: v for k, v in config["global"]["hv"].items() if k != "imRange"},
+        }
+    path = tmp_path / "caen.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def crate(tmp_path: Path, caen_config: Path, enum_labels: str, flavour: str) -> Iterator[SimCrate]:
+    sim = SimCrate(caen_config, tmp_path / "caen-sim.log", enum_labels, flavour)
     sim.start()
     yield sim
     sim.stop()

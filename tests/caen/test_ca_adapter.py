@@ -73,7 +73,7 @@ def test_small_batches_against_a_real_ioc_bring_every_module_out_of_disconnected
             plant.apply(values, conns, now=time.monotonic())
             seen.update(name for name, _ in values)
 
-    adapter = CaAdapter(plant.pv_names, handler, idle_s=0.05, max_batch=5)
+    adapter = CaAdapter(plant.pv_names, handler, idle_s=0.05, max_batch=5, ctrl_pvs=plant.egu_pvs)
     adapter.start()
     try:
         assert adapter.wait_connected(10)

@@ -7,7 +7,8 @@ manual's label order and with every list reversed, so no test passes by assuming
 import pytest
 import yaml
 from caen_fsm.config import parse_config
-from caen_fsm.enums import EnumReading
+from caen_fsm.enums import EnumReading, UnitsReading
+from caen_fsm.flavour import SERVICE_UNITS
 from caen_fsm.fsm import CommandRefused, Plant, Put, module_state, system_state
 from caen_fsm.states import ChannelState, Command, ModuleState, SystemState
 
@@ -56,8 +57,10 @@ def pv(name: str) -> str:
 
 
 def all_zero(p: Plant) -> list:
-    """Every PV of the crate (channels and ClearAlarm) reading 0 / the first word."""
-    return [(n, reading(n, 0)) for n in p.pv_names]
+    """Every PV of the crate (channels and ClearAlarm) reading 0 / the first word, and the EGU of VMon/IMon
+    (read once at connect) in the units the service works in."""
+    units = [(n, UnitsReading(SERVICE_UNITS[p.pv_index[n][1]][p.pv_index[n][0].cfg.kind])) for n in p.egu_pvs]
+    return [(n, reading(n, 0)) for n in p.pv_names] + units
 
 
 @pytest.fixture

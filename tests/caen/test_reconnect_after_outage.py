@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(int(max(OUTAGES_S)) + 120)
 
 
 @pytest.mark.parametrize("enum_labels", ["default"])
+@pytest.mark.flavours("trackerdcs", "slac-caenhvasyn")  # the default and the most PVs (one per Status bit)
 @pytest.mark.parametrize("outage_s", OUTAGES_S, ids=lambda s: f"{s:g}s")
 def test_connected_within_5_s_of_the_crate_answering_after_an_outage(caen, operator, crate, interlock, outage_s):
     crate.kill()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -13,6 +15,7 @@ from trackerdcs.commands import Arg, CommandError
 from trackerdcs.config import MqttSettings
 from trackerdcs.service import Service
 
+from . import selfcheck
 from .ca_adapter import CaAdapter
 from .config import CaenConfig
 from .fsm import ChannelModel, CommandRefused, Event, Outcome, Plant
@@ -45,10 +48,22 @@ class CaenApp:
             heartbeat_s=config.heartbeat_s,
             deadbands=config.deadbands,
         )
-        self.adapter = CaAdapter(self.plant.pv_names, self._on_ca)
-        self.service.health.extra.update(
-            {"pvs_total": len(self.adapter.pvnames), "pvs_connected": 0, "ca_updates": 0, "ca_puts": 0}
+        write_only = self.plant.write_only_pvs
+        self.adapter = CaAdapter(
+            [*self.plant.pv_names, *write_only], self._on_ca, ctrl_pvs=self.plant.egu_pvs, put_only=write_only
         )
+        self.service.health.extra.update(
+            {
+                "pvs_total": len(self.adapter.pvnames),
+                "pvs_connected": 0,
+                "ca_updates": 0,
+                "ca_puts": 0,
+                "flavour": config.flavour.name,
+                "status_form": config.flavour.status.form,
+            }
+        )
+        self.selfcheck: selfcheck.SelfCheck | None = None
+        self.exit_code = 0  # non-zero: the self-check refused the start (returned by the process)
         self.permit = Permit(config.interlock)
         self._permit_lock = threading.Lock()  # guards self.permit (fed on the MQTT thread)
         self._enforce_lock = threading.Lock()  # one evaluation at a time (MQTT thread or the permit loop)
@@ -64,6 +79,16 @@ class CaenApp:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        fl = self.config.flavour
+        log.info("IOC flavour %s (%s); Status form %s", fl.name, fl.description or "site flavour", fl.status.form)
+        if fl.partial_status:
+            log.warning(
+                "IOC flavour %s gives the channel Status as a highest-bit enum: only the highest set bit is known "
+                "(a condition bit such as OVC hides whether the output is on: such a channel reads ERROR; a trip "
+                "under a higher fault bit reads ERROR, not TRIPPED). Nothing is guessed; prefer an IOC giving the "
+                "raw word.",
+                fl.name,
+            )
         il = self.config.interlock
         if il.required:
             self.service.subscribe(il.status_topic, self._on_permit_status)
@@ -138,6 +163,46 @@ class CaenApp:
                 self._enforce_permit()
             except Exception:
                 log.exception("interlock permit evaluation failed")
+            self._selfcheck_missing()
+
+    # ------------------------------------------------------------------ start-up self-check
+    def _selfcheck_missing(self) -> None:
+        """The IOC answers but some PVs never connect (no connection event for connect_timeout_s): refuse."""
+        if self.selfcheck is not None or self.adapter.connected_count == 0 or self.plant.connected:
+            return
+        if time.monotonic() - self.adapter.last_change < self.config.connect_timeout_s:
+            return
+        missing = [pv for pv in self.adapter.pvnames if not self.adapter.is_connected(pv)]
+        if missing:
+            with self.lock:
+                self._run_selfcheck(missing)
+
+    def _run_selfcheck(self, missing: list[str] | None = None) -> None:
+        check = self.selfcheck = selfcheck.run(self.plant, missing)
+        for line in selfcheck.log_lines(check):
+            log.info("%s", line)
+        for warning in check.warnings:
+            log.warning("IOC self-check: %s", warning)
+        self.service.health.extra["selfcheck"] = check.health()
+        self._publish_health()
+        if check.ok:
+            return
+        message = check.error()
+        log.error("%s; refusing to run", message)
+        self.service.event("selfcheck_failed", message, severity="alarm", problems=check.problems[:12])
+        self.exit_code = 3
+        threading.Thread(target=self._refuse, name="selfcheck-refuse", daemon=True).start()
+
+    def _publish_health(self) -> None:
+        try:
+            self.service._publish_health()  # at once: what was learnt is wanted now, not at the next interval
+        except Exception:
+            log.exception("health publish failed")
+
+    def _refuse(self) -> None:
+        """Let the event and health go out, then end the process as a signal would (exit status 3)."""
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _enforce_permit(self) -> None:
         """Follow the permit: an event at each change; HV off (and LV, HV first, for chiller reasons) while the
@@ -200,6 +265,9 @@ class CaenApp:
         if self.connected_after_s is None and self.plant.connected:
             self.connected_after_s = time.monotonic() - self.started
             log.info("all %d PVs connected after %.2f s", len(self.adapter.pvnames), self.connected_after_s)
+            if self.selfcheck is None:
+                with self.lock:
+                    self._run_selfcheck()
             # The channel/PV objects live for the whole run: move them out of the collector's way so that
             # full collections do not stall command handling (p99 latency).
             gc.collect()
@@ -328,7 +396,9 @@ class CaenApp:
         if view.granted:
             return
         current = ch.values.get(param)
-        if current is None or float(value) > float(current):
+        if current is not None and param in ch.cfg.signed:
+            current = abs(float(current))  # a negative board reads its setpoint negative
+        if current is None or abs(float(value)) > float(current):
             raise CommandRefused(view.refusal(f"raising {ch.name} {param} to {value:g}"))
 
     def _target_channel(self, args: dict[str, Any]):

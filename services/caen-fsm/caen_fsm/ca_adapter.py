@@ -33,7 +33,7 @@ from epics import ca, dbr
 
 from trackerdcs import latencytrace
 
-from .enums import EnumReading
+from .enums import EnumReading, UnitsReading
 
 log = logging.getLogger(__name__)
 MASK = dbr.DBE_VALUE | dbr.DBE_ALARM
@@ -53,8 +53,15 @@ class CaAdapter:
         max_batch: int = 50_000,
         probe_s: float = 1.0,
         silent_s: float = 5.0,
+        ctrl_pvs: Iterable[str] = (),
+        put_only: Iterable[str] = (),
     ) -> None:
         self.pvnames = list(dict.fromkeys(pvnames))
+        #: number PVs whose control information (EGU) is read once at each connect
+        self.ctrl_pvs = frozenset(ctrl_pvs)
+        self._unit_gets: dict[str, Any] = {}  # references kept alive until the one-shot get answered
+        #: PVs only written (separate read-backs): connected and put to, never subscribed
+        self.put_only = frozenset(put_only)
         self.handler = handler
         self.idle_s = idle_s
         self.max_batch = max_batch  # most updates (values + connection changes) handed over in one call
@@ -88,6 +95,11 @@ class CaAdapter:
                 value = EnumReading(int(value), tuple(str(s) for s in enum_strs))
             self._queue.put(("v", pvname, value))
 
+    def _on_units(self, pvname: str | None = None, units: Any = None, **_: Any) -> None:
+        if pvname is not None:
+            text = units.decode(errors="replace") if isinstance(units, bytes) else str(units or "")
+            self._queue.put(("v", pvname, UnitsReading(text.strip())))
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Create every channel (no per-PV waits) and start the worker."""
@@ -120,6 +132,11 @@ class CaAdapter:
     @property
     def connected_count(self) -> int:
         return len(self._connected)
+
+    @property
+    def last_change(self) -> float:
+        """monotonic() of the latest connection event."""
+        return self._last_change
 
     def is_connected(self, pvname: str) -> bool:
         return pvname in self._connected
@@ -220,21 +237,42 @@ class CaAdapter:
     def _connection_changed_locked(self, name: str, conn: bool) -> None:
         self._last_change = time.monotonic()
         if conn:
-            self._awaiting.setdefault(name, self._last_change)
             self._connected.add(name)
             self._ever.add(name)
-            if name not in self._subs:
-                chid = self._chids.get(name)
-                if chid is not None:
-                    try:
-                        self._subs[name] = self._subscribe(chid)
-                    except Exception:  # the silent-PV check recreates it when no value comes
-                        log.exception("cannot subscribe to %s", name)
+            if name not in self.put_only:  # a PV only written is not subscribed and sends no value
+                self._awaiting.setdefault(name, self._last_change)
+                if name not in self._subs:
+                    chid = self._chids.get(name)
+                    if chid is not None:
+                        try:
+                            self._subs[name] = self._subscribe(chid)
+                        except Exception:  # the silent-PV check recreates it when no value comes
+                            log.exception("cannot subscribe to %s", name)
+                if name in self.ctrl_pvs:
+                    self._read_units(name)
             if name == self._probe:
                 self._probe_answered_locked()
         else:
             self._connected.discard(name)
             self._awaiting.pop(name, None)
+
+    def _read_units(self, name: str) -> None:
+        """Read the PV's control information once (its EGU) at each connect: one get, not a heavier monitor."""
+        chid = self._chids.get(name)
+        cb_event = getattr(ca, "_CB_EVENT", None)
+        if chid is None:
+            return
+        try:
+            ftype = ca.promote_fieldtype(ca.field_type(chid), use_time=False, use_ctrl=True)
+            if cb_event is None:  # pyepics internals changed: the public (blocking) call
+                self._on_units(pvname=name, units=(ca.get_ctrlvars(chid) or {}).get("units"))
+                return
+            uarg = ctypes.py_object(self._on_units)
+            ret = ca.libca.ca_array_get_callback(ftype, 1, chid, cb_event, uarg)
+            ca.PySEVCHK("array_get_callback", ret)
+            self._unit_gets[name] = uarg
+        except Exception:  # the channel then stays unknown (no units) and the self-check names it
+            log.exception("cannot read the units of %s", name)
 
     def _subscribe(self, chid: Any) -> Any:
         """Subscribe (native type) without the two ``poll()`` calls ``ca.create_subscription`` makes per

@@ -3,6 +3,7 @@
 Two channel-list shapes of the 2020 prototype are accepted, plus our additions::
 
     system: cleanroom              # crate SysName, the PV prefix
+    flavour: trackerdcs            # which IOC serves the crate: a shipped flavour or a mapping (caen_fsm.flavour)
     channels:                      # prototype shape 1: id -> LV/HV pair with per-channel settings
       "0": {module: M0, lv: {board: 0, chan: 0, setV: 13.}, hv: {board: 12, chan: 0}}
     # or prototype shape 2: [{module: M0, lv: [0, 0], hv: [12, 0]}, ...]
@@ -27,6 +28,7 @@ from trackerdcs.config import ConfigError
 from trackerdcs.configmodel import ConfigModel, MqttSection, validate
 from trackerdcs.deadband import Deadband
 
+from .flavour import Flavour, load_flavour
 from .permit import InterlockSettings
 from .pvnames import PARAMS, SETTABLE, canonical_param
 from .states import Kind
@@ -76,12 +78,16 @@ class ChannelConfig:
     module: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Limit] = field(default_factory=dict)
+    #: -1 on a board whose IOC takes the ``signed`` parameters negative (the flavour's sign convention)
+    polarity: int = 1
+    signed: frozenset[str] = frozenset()
+    absent: frozenset[str] = frozenset()  # parameters the IOC does not have
 
     def check(self, param: str, value: Any) -> float | int | str:
         """Return ``value`` coerced for ``param`` of this channel, or raise ValueError with an operator message."""
         canonical = canonical_param(param, self.kind)
-        if canonical is None or canonical not in SETTABLE[self.kind]:
-            allowed = ", ".join(SETTABLE[self.kind])
+        if canonical is None or canonical not in SETTABLE[self.kind] or canonical in self.absent:
+            allowed = ", ".join(p for p in SETTABLE[self.kind] if p not in self.absent)
             raise ValueError(
                 f"{self.name}: '{param}' is not a settable {self.kind.value} parameter (one of: {allowed})"
             )
@@ -99,6 +105,11 @@ class ChannelConfig:
         if number is None:
             kind = "an integer (or 0b/0x string)" if spec.integer else "a finite number"
             raise ValueError(f"{self.name}: {canonical} must be {kind}, got {value!r}")
+        if canonical in self.signed and number < 0:
+            # a signed setpoint: limits are on the magnitude; negative only where the board is negative
+            if self.polarity > 0:
+                raise ValueError(f"{self.name}: {canonical}={number} is negative on a positive board")
+            number = -number
         limit = self.limits.get(canonical, Limit())
         if limit.minimum is not None and number < limit.minimum:
             raise ValueError(f"{self.name}: {canonical}={number} is below the configured minimum {limit.minimum}")
@@ -135,6 +146,7 @@ class CaenConfig:
     lv_off_timeout_s: float = 900.0
     apply_settings_on_switch_on: bool = True
     interlock: InterlockSettings = field(default_factory=InterlockSettings)
+    flavour: Flavour = field(default_factory=load_flavour)
 
     def channel_by_address(self) -> dict[tuple[int, int], ChannelConfig]:
         return {(c.slot, c.channel): c for c in self.channels.values()}
@@ -341,6 +353,7 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
     }
     per_channel_limits = file.limits.channels or {}
 
+    flavour = load_flavour(file.flavour)
     channels: dict[str, ChannelConfig] = {}
     modules: dict[str, ModuleConfig] = {}
     used: dict[tuple[int, int], str] = {}
@@ -355,7 +368,8 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
         if (slot, chan) in used:
             raise ConfigError(f"{where}: slot {slot} channel {chan} already used by {used[(slot, chan)]}")
         used[(slot, chan)] = name
-        ch = ChannelConfig(name, kind, slot, chan, module)
+        ch = ChannelConfig(name, kind, slot, chan, module, polarity=flavour.polarity(slot))
+        ch.signed, ch.absent = flavour.signed, flavour.absent
         ch.limits = {p: Limit(minimum=0.0) for p in _NON_NEGATIVE if p in SETTABLE[kind]}
         _overlay(ch.limits, kind_limits[kind])
         own = per_channel_limits.get(name)
@@ -406,6 +420,7 @@ def parse_config(cfg: Mapping[str, Any]) -> CaenConfig:
             raise ConfigError(f"limits.channels.{name}: no such channel (known: {', '.join(channels)})")
     svc = file.service
     return CaenConfig(
+        flavour=flavour,
         interlock=_interlock(file.interlock),
         system=system,
         root=root,

@@ -24,6 +24,13 @@ class EnumReading:
         return self.labels[self.index] if 0 <= self.index < len(self.labels) else None
 
 
+@dataclass(frozen=True)
+class UnitsReading:
+    """A number PV's engineering units (EGU) as the IOC gave them, read once each time the PV connects."""
+
+    units: str
+
+
 class LabelError(ValueError):
     """A label the IOC does not offer (the message is meant for the operator)."""
 

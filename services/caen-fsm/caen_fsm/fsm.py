@@ -35,8 +35,9 @@ from typing import Any
 from transitions import Machine
 
 from .config import CaenConfig, ChannelConfig
-from .enums import EnumReading, LabelError, index_of, same_label
-from .pvnames import CLEAR_ALARM, PARAMS, canonical_param, channel_pv, crate_pv
+from .enums import EnumReading, LabelError, UnitsReading
+from .flavour import BIT_NUMBERS, SERVICE_UNITS, Flavour
+from .pvnames import PARAMS, canonical_param
 from .states import ChannelState, Command, Kind, ModuleState, SystemState
 from .status_bits import channel_state, decode
 
@@ -144,12 +145,31 @@ class ChannelModel:
 
     state: ChannelState
 
-    def __init__(self, cfg: ChannelConfig, system: str) -> None:
+    def __init__(self, cfg: ChannelConfig, flavour: Flavour, system: str) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self.pvs = {p: channel_pv(system, cfg.slot, cfg.channel, p) for p in PARAMS[cfg.kind]}
+        self.flavour = flavour
+        params = [p for p in PARAMS[cfg.kind] if p not in flavour.absent]
+        where = (system, cfg.slot, cfg.channel)
+        #: the PV each parameter is read from ("Status.<BIT>" keys: one PV per Status bit)
+        self.read_pvs: dict[str, str] = {p: flavour.read_pv(*where, p) for p in params if p != "Status"}
+        self.read_pvs.update(flavour.status_pvs(*where))
+        #: the PV each writable parameter is written to
+        self.write_pvs: dict[str, str] = {
+            p: flavour.write_pv(*where, p) for p in params if PARAMS[cfg.kind][p].writable
+        }
+        #: every PV subscribed: the read PVs, and the write PVs of enums written elsewhere than read ("<P>@w":
+        #: their labels are learnt from the PV written, never assumed equal to the read-back's)
+        self.pvs: dict[str, str] = dict(self.read_pvs)
+        for param, pv in self.write_pvs.items():
+            if PARAMS[cfg.kind][param].enum is not None and pv != self.read_pvs.get(param):
+                self.pvs[f"{param}@w"] = pv
         self.values: dict[str, Any] = {}  # only values read since the PV's latest connect
         self.labels: dict[str, tuple[str, ...]] = {}  # enum labels as the IOC gave them (same lifetime)
+        self.units: dict[str, str] = {}  # EGU as the IOC gave them (same lifetime)
+        #: parameters whose EGU must be read before the channel is known (units from the IOC)
+        self.egu_params = frozenset(p for p in SERVICE_UNITS if p in self.read_pvs) if flavour.units == "egu" else ()
+        self.bits: dict[str, bool] = {}  # bits form: each Status bit PV's value (same lifetime)
         self.disconnected: set[str] = set(self.pvs.values())
         self.fresh: set[str] = set()  # PVs with a value since their latest connect
         self.overrides: dict[str, Any] = {}  # runtime 'set' values, re-applied before switching on
@@ -157,7 +177,7 @@ class ChannelModel:
     @property
     def connected(self) -> bool:
         """Every PV connected *and* read since it (re)connected: only then is the channel known."""
-        return not self.disconnected and len(self.fresh) == len(self.pvs)
+        return not self.disconnected and len(self.fresh) == len(self.pvs) and len(self.units) >= len(self.egu_params)
 
     def lose(self, pv: str, param: str) -> None:
         """The PV disconnected: forget what it said (a value from before a disconnect is never current)."""
@@ -165,9 +185,36 @@ class ChannelModel:
         self.fresh.discard(pv)
         self.values.pop(param, None)
         self.labels.pop(param, None)
+        self.units.pop(param, None)
+        if param.startswith("Status."):
+            self.bits.pop(param[len("Status.") :], None)
+            self.values.pop("Status", None)
+
+    def take(self, param: str, value: Any) -> bool | None:
+        """Store one PV value; True when the Status word changed, None when an enum came without labels."""
+        if isinstance(value, EnumReading):
+            self.labels[param] = value.labels
+            value = value.index
+        elif (param in PARAMS[self.cfg.kind] and PARAMS[self.cfg.kind][param].enum is not None) or param.endswith("@w"):
+            return None
+        form = self.flavour.status.form
+        if param.startswith("Status."):
+            self.bits[param[len("Status.") :]] = int(value) != 0
+            if len(self.bits) < len(self.flavour.status.bits):
+                return False  # the word is known once every bit is
+            word = sum(1 << BIT_NUMBERS[b] for b, v in self.bits.items() if v)
+            self.values["Status"] = word
+            return True
+        if param == "Status" and form == "highest":
+            index = int(value) - self.flavour.status.offset
+            self.values["Status.highest"] = int(value)
+            self.values["Status"] = 1 << index if index >= 0 else 0
+            return True
+        self.values[param] = value
+        return param == "Status"
 
     def derive(self) -> ChannelState:
-        return channel_state(self.values.get("Status"), self.connected)
+        return channel_state(self.values.get("Status"), self.connected, partial=self.flavour.partial_status)
 
     def label(self, param: str) -> str | None:
         """The label an enum PV reads (None when not read or not an enum)."""
@@ -178,18 +225,33 @@ class ChannelModel:
 
     @property
     def on(self) -> bool:
-        return same_label(self.label("Pw"), "On")
+        return self.flavour.word("Pw", self.label("Pw")) == "On"
+
+    def write_labels(self, param: str) -> tuple[str, ...] | None:
+        """The labels of the PV ``param`` is written to."""
+        return self.labels.get(f"{param}@w" if f"{param}@w" in self.pvs else param)
 
     def encode(self, param: str, value: Any) -> float | int:
-        """The number to put on ``param`` for ``value`` (enum labels: their index in the IOC's list)."""
+        """The number to put on ``param`` for ``value`` (enum labels: their index in the IOC's list of the PV
+        written, through the flavour's aliases; signed parameters: with the board's sign)."""
         spec = PARAMS[self.cfg.kind][param]
         if spec.enum is not None:
-            return index_of(self.pvs[param], self.labels.get(param), str(value))
-        return int(value) if spec.integer else float(value)
+            pv, labels = self.write_pvs[param], self.write_labels(param)
+            if labels is None:
+                raise LabelError(f"{pv}: enum labels not known yet (the PV has not sent its control information)")
+            index = self.flavour.find(param, labels, str(value))
+            if index is None:
+                raise LabelError(
+                    f"{pv}: the IOC offers {', '.join(labels) or 'no labels'}; '{value}' is not one of them"
+                )
+            return index
+        if spec.integer:
+            return int(value)
+        return float(value) * (self.cfg.polarity if param in self.cfg.signed else 1)
 
     def pw_put(self, on: bool) -> Put:
         """The put switching this channel on or off (raises :class:`LabelError` if Pw's labels are unknown)."""
-        return Put(self.pvs["Pw"], self.encode("Pw", "On" if on else "Off"))
+        return Put(self.write_pvs["Pw"], self.encode("Pw", "On" if on else "Off"))
 
     def snapshot(self) -> dict[str, Any]:
         """The published channel document. A channel that is not fully known (a PV lost, or not read since it
@@ -302,7 +364,8 @@ class Plant:
 
     def __init__(self, config: CaenConfig) -> None:
         self.config = config
-        self.channels = {name: ChannelModel(c, config.system) for name, c in config.channels.items()}
+        self.flavour = config.flavour
+        self.channels = {name: ChannelModel(c, config.flavour, config.system) for name, c in config.channels.items()}
         self._sequenced: set[str] = set()  # modules with an LV-off sequence pending (kept by ModuleModel)
         self.modules = {
             name: ModuleModel(name, self.channels[m.lv], self.channels[m.hv], self._sequenced)
@@ -313,7 +376,7 @@ class Plant:
         for ch in self.channels.values():
             for param, pv in ch.pvs.items():
                 self.pv_index[pv] = (ch, param)
-        self.clear_alarm_pv = crate_pv(config.system, CLEAR_ALARM)
+        self.clear_alarm_pv = config.flavour.clear_pv(config.system)  # None: the IOC has no crate-level clear
         self.channel_machine = Machine(
             model=list(self.channels.values()), states=ChannelState, initial=ChannelState.DISCONNECTED
         )
@@ -335,7 +398,21 @@ class Plant:
     # ------------------------------------------------------------------ inputs
     @property
     def pv_names(self) -> list[str]:
-        return [*self.pv_index, self.clear_alarm_pv]
+        return [*self.pv_index, *([self.clear_alarm_pv] if self.clear_alarm_pv else [])]
+
+    @property
+    def write_only_pvs(self) -> list[str]:
+        """PVs only written (an IOC with separate read-backs): connected, never subscribed."""
+        read = set(self.pv_index)
+        written = (pv for ch in self.channels.values() for pv in ch.write_pvs.values())
+        return list(dict.fromkeys(pv for pv in written if pv not in read))
+
+    @property
+    def egu_pvs(self) -> set[str]:
+        """PVs whose engineering units are read (with their values) and checked at start."""
+        if self.flavour.units != "egu":
+            return set()
+        return {ch.read_pvs[p] for ch in self.channels.values() for p in SERVICE_UNITS if p in ch.read_pvs}
 
     def apply(
         self,
@@ -371,16 +448,17 @@ class Plant:
             if pv in ch.disconnected:
                 continue  # an update overtaken by the loss of its PV: nothing from before a disconnect
             before.setdefault(ch.name, ch.connected)
-            if isinstance(value, EnumReading):
-                ch.labels[param] = value.labels
-                value = value.index
-            elif PARAMS[ch.cfg.kind][param].enum is not None:
+            if isinstance(value, UnitsReading):
+                ch.units[param] = value.units  # not a value: the PV is fresh only once its value came
+                touched.add(ch.name)
+                continue
+            status_changed = ch.take(param, value)
+            if status_changed is None:
                 self._unlabelled(pv, out)
                 continue  # an enum without labels cannot be decoded: the channel stays unknown
-            ch.values[param] = value
             ch.fresh.add(pv)
             touched.add(ch.name)
-            if param == "Status":
+            if status_changed:
                 rederive.add(ch.name)
         readiness_changed = False
         for name, was in before.items():
@@ -577,6 +655,8 @@ class Plant:
             "modules_total": total,
             "modules_hv_on": hv_on,
             "modules_tripped": tripped,
+            # word | bits | highest: "highest" = only the highest Status bit is known (see caen_fsm.flavour)
+            "status_form": self.flavour.status.form,
         }
 
     # ------------------------------------------------------------------ commands
@@ -738,7 +818,7 @@ class Plant:
             raw = ch.encode(param, value)
             current = ch.values.get(param)
             if current is None or abs(float(current) - float(raw)) > 1e-9 * max(1.0, abs(float(raw))):
-                puts.append(Put(ch.pvs[param], raw))
+                puts.append(Put(ch.write_pvs[param], raw))
         return puts
 
     def set_param(self, ch: ChannelModel, param: str, value: Any) -> Outcome:
@@ -746,6 +826,8 @@ class Plant:
         parameter (remembered as an override, re-applied before switching on)."""
         canonical = canonical_param(param, ch.cfg.kind)
         spec = PARAMS[ch.cfg.kind].get(canonical) if canonical else None
+        if canonical in ch.cfg.absent:
+            raise CommandRefused(f"{ch.name}: this IOC (flavour {self.flavour.name}) has no {canonical} parameter")
         if spec is not None and spec.enum is not None and spec.writable and canonical != "Pw":
             if not isinstance(value, str):
                 raise CommandRefused(f"{ch.name}: {canonical} takes a label (a string), got {value!r}")
@@ -763,22 +845,27 @@ class Plant:
         except LabelError as exc:
             raise CommandRefused(str(exc)) from None
         if spec is not None and spec.enum is not None:
-            checked = ch.labels[canonical][int(raw)]  # as the IOC spells it
+            checked = (ch.write_labels(canonical) or ())[int(raw)]  # as the IOC spells it
         ch.overrides[canonical] = checked
-        out = Outcome(puts=[Put(ch.pvs[canonical], raw)])
-        out.result = {"channel": ch.name, "param": canonical, "value": checked, "pv": ch.pvs[canonical]}
+        out = Outcome(puts=[Put(ch.write_pvs[canonical], raw)])
+        out.result = {"channel": ch.name, "param": canonical, "value": checked, "pv": ch.write_pvs[canonical]}
         return out
 
     def clear_alarms(self) -> Outcome:
         tripped = [c.name for c in self.channels.values() if c.state == ChannelState.TRIPPED]
         reading = self.clear_alarm_reading
+        if self.clear_alarm_pv is None:
+            raise CommandRefused(
+                f"this IOC (flavour {self.flavour.name}) has no crate-level clear: clear the trip at the crate"
+            )
         if reading is None:
             raise CommandRefused(f"{self.clear_alarm_pv} is not connected")
         if isinstance(reading, EnumReading):
-            try:
-                value = index_of(self.clear_alarm_pv, reading.labels, "Yes")
-            except LabelError as exc:
-                raise CommandRefused(str(exc)) from None
+            value = self.flavour.find("ClearAlarm", reading.labels, "Yes")
+            if value is None:
+                raise CommandRefused(
+                    f"{self.clear_alarm_pv}: the IOC offers {', '.join(reading.labels)}; 'Yes' is not one of them"
+                )
         else:
             value = 1  # a plain number: 1 clears
         out = Outcome(puts=[Put(self.clear_alarm_pv, value)])

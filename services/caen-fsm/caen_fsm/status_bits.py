@@ -53,11 +53,23 @@ def decode(status: int | None) -> list[str]:
     return names
 
 
-def channel_state(status: int | None, connected: bool) -> ChannelState:
-    """The state of a channel given its Status word and whether all its PVs are connected."""
+#: Bits that say whether the output is on or moving (ON, RUP, RDW).
+OUTPUT_BITS = StatusBit.ON | StatusBit.RUP | StatusBit.RDW
+
+
+def channel_state(status: int | None, connected: bool, partial: bool = False) -> ChannelState:
+    """The state of a channel given its Status word and whether all its PVs are connected.
+
+    ``partial``: the word holds only the highest set bit (an IOC giving the Status as a highest-bit enum).
+    Then a condition bit (OVC, OVV, UNV, MAXV, EXT_DIS) hides whether the output is on or ramping: the state
+    is ERROR (no power-on from it, switching off allowed), never a guessed ON or OFF. A trip or fault above it
+    hides nothing more than the raw word would decide anyway, except that a trip hidden under a higher fault
+    bit reads ERROR, not TRIPPED."""
     if not connected or status is None:
         return ChannelState.DISCONNECTED
     word = int(status)
+    if partial and word and not word & (OUTPUT_BITS | TRIP_BITS | ERROR_BITS | StatusBit.UNPLUGGED):
+        return ChannelState.ERROR
     if word & StatusBit.UNPLUGGED:
         return ChannelState.UNPLUGGED
     if word & TRIP_BITS:

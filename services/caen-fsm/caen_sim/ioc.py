@@ -1,7 +1,9 @@
 """The records layer: exposes a :class:`caen_sim.model.Crate` as a real EPICS IOC (pythonSoftIOC).
 
-Record names follow the SY4527 EPICS server: ``<Sys>:<slot %02d>:<chan %03d>:<Param>`` and
-``<Sys>:ClearAlarm``. Simulator-only fault injection records (not on a real crate):
+Record names follow the SY4527 EPICS server by default: ``<Sys>:<slot %02d>:<chan %03d>:<Param>`` and
+``<Sys>:ClearAlarm``; another IOC's layout (names, separate read-backs, Status as one record per bit or as a
+highest-bit enum, its labels, its crate clear) is chosen with a :class:`~caen_sim.presentations.Presentation`.
+Simulator-only fault injection records (not on a real crate, the same for every presentation):
 
 * ``<Sys>:SIM:<slot %02d>:<chan %03d>:Load``      load resistance (HV MOhm, LV Ohm); lower = more current
 * ``<Sys>:SIM:<slot %02d>:<chan %03d>:Leakage``   extra current (HV uA, LV A) drawn while powered
@@ -27,18 +29,12 @@ from typing import Any
 from softioc import builder
 
 from .model import Crate, SimChannel
+from .presentations import ENUM_WORDS, HIGHEST_LABELS, PRESENTATIONS, STATUS_BITS, Presentation
 
 log = logging.getLogger(__name__)
 
 READBACKS = ("VMon", "IMon", "Pw", "Status")  # Status last: readings are fresh when state changes
 
-#: The manual's words of each enum parameter, in the model's value order (model value 0, 1).
-ENUM_WORDS: dict[str, tuple[str, str]] = {
-    "Pw": ("Off", "On"),
-    "PDwn": ("Kill", "Ramp"),
-    "ImRange": ("High", "Low"),
-    "ClearAlarm": ("No", "Yes"),
-}
 #: Label lists an IOC may serve: the manual's order, every list reversed, or upper-case words.
 ENUM_VARIANTS = ("default", "reversed", "upper")
 
@@ -63,13 +59,23 @@ class CrateIoc:
         tick_s: float = 0.05,
         noise_period_s: float = 0.0,
         enum_variant: str = "default",
+        presentation: str = "trackerdcs",
+        negative_slots: frozenset[int] = frozenset(),
         time_scale: float = 1.0,
     ) -> None:
         self.crate = crate
         self.time_scale = time_scale  #: simulated seconds per real second
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.labels = enum_labels(enum_variant)
+        self.look: Presentation = PRESENTATIONS[presentation]
+        words = self.look.words()
+        self.labels = {p: w if enum_variant != "reversed" else (w[1], w[0]) for p, w in words.items()}
+        if enum_variant == "upper":
+            self.labels = {p: (w[0].upper(), w[1].upper()) for p, w in self.labels.items()}
+        self.words = words  # the model's value order (0, 1) in this IOC's spelling
+        if negative_slots and not self.look.negative_polarity_ok:
+            raise ValueError(f"the {presentation} IOC takes no signed setpoints (negative boards)")
+        self.negative_slots = negative_slots
         self.tick_s = tick_s
         self.noise_period_s = noise_period_s
         self.records: dict[tuple[int, int], dict[str, Any]] = {}
@@ -80,20 +86,22 @@ class CrateIoc:
     # ------------------------------------------------------------------ building
     def build(self) -> int:
         """Create every record (call before ``iocInit``); returns the number of records."""
-        builder.SetDeviceName(self.crate.system)
+        system = self.crate.system
         for (slot, ch), channel in self.crate.channels.items():
             self.records[(slot, ch)] = self._channel_records(slot, ch, channel)
-            self._pushed[(slot, ch)] = {p: getattr(channel, p) for p in READBACKS}
-            self._pushed[(slot, ch)]["Temp"] = round(channel.Temp, 1)
-        builder.boolOut(
-            "ClearAlarm",
-            **self._names("ClearAlarm"),
-            initial_value=self.to_record("ClearAlarm", 0),
-            always_update=True,
-            on_update=self._clear_alarm,
-        )
-        self._pw_puts_rec = builder.longIn("SIM:PwOnPuts", initial_value=0)
-        self.record_count += 2
+            self._pushed[(slot, ch)] = {}
+        clear = self.look.clear_name(system)
+        if clear is not None:
+            builder.boolOut(
+                clear,
+                **self._names("ClearAlarm"),
+                initial_value=self.to_record("ClearAlarm", 0),
+                always_update=True,
+                on_update=self._clear_alarm,
+            )
+            self.record_count += 1
+        self._pw_puts_rec = builder.longIn(f"{system}:SIM:PwOnPuts", initial_value=0)
+        self.record_count += 1
         return self.record_count
 
     # ------------------------------------------------------------------ enum labels
@@ -104,22 +112,39 @@ class CrateIoc:
     def to_model(self, param: str, index: Any) -> int:
         """Model value (the manual's meaning) of record index ``index`` of an enum record."""
         word = self.labels[param][int(index) != 0]
-        return [w.lower() for w in ENUM_WORDS[param]].index(word.lower())
+        return [w.lower() for w in self.words[param]].index(word.lower())
 
     def to_record(self, param: str, model_value: Any) -> int:
         """Record index of the model value of an enum parameter."""
-        word = ENUM_WORDS[param][int(model_value) != 0]
+        word = self.words[param][int(model_value) != 0]
         return [label.lower() for label in self.labels[param]].index(word.lower())
 
+    def present(self, slot: int, param: str, model_value: Any) -> Any:
+        """The value a record shows for a model value (enum index; signed setpoint/read-back on a negative board)."""
+        if param in ENUM_WORDS:
+            return self.to_record(param, model_value)
+        if slot in self.negative_slots and param in SIGNED:
+            return -float(model_value)
+        return model_value
+
     def _channel_records(self, slot: int, ch: int, c: SimChannel) -> dict[str, Any]:
-        base = f"{slot:02d}:{ch:03d}"
-        sim = f"SIM:{slot:02d}:{ch:03d}"
-        recs: dict[str, Any] = {}
+        look, system = self.look, self.crate.system
+        sim = f"{system}:SIM:{slot:02d}:{ch:03d}"
+        base = look.base(system, slot, ch)
+        recs: dict[str, Any] = {}  # param -> the record read (and written, unless a separate read-back exists)
+        self.writers: dict[tuple[int, int, str], Any] = getattr(self, "writers", {})
 
         def writer(param: str):
             def on_update(value: Any) -> None:
                 if param in ENUM_WORDS:
                     value = self.to_model(param, value)
+                elif param in SIGNED:
+                    negative = slot in self.negative_slots
+                    if (float(value) > 0 and negative) or (float(value) < 0 and not negative):
+                        log.info("%s:%s refused put %r (board polarity)", base, param, value)
+                        self._restore(slot, ch, param)
+                        return
+                    value = abs(float(value))
                 if not self.crate.write(slot, ch, param, float(value)):
                     log.info("%s:%s refused put %r", base, param, value)
                     self._restore(slot, ch, param)
@@ -136,33 +161,77 @@ class CrateIoc:
             return True
 
         unit_i = "uA" if c.kind == "hv" else "A"
-        recs["Pw"] = builder.boolOut(
-            f"{base}:Pw",
-            **self._names("Pw"),
-            initial_value=self.to_record("Pw", c.Pw),
-            on_update=writer("Pw"),
-            validate=pw_validate,
-        )
-        recs["Status"] = builder.longIn(f"{base}:Status", initial_value=c.Status)
-        recs["VMon"] = builder.aIn(f"{base}:VMon", initial_value=c.VMon, EGU="V", PREC=3)
-        recs["IMon"] = builder.aIn(f"{base}:IMon", initial_value=c.IMon, EGU=unit_i, PREC=4)
         analog = ["V0Set", "I0Set", "Trip"]
         analog += ["UNVThr", "OVVThr", "RUpTime", "RDwTime"] if c.kind == "lv" else ["RUp", "RDWn"]
-        for param in analog:
-            recs[param] = builder.aOut(
-                f"{base}:{param}", initial_value=getattr(c, param), PREC=3, on_update=writer(param)
+        enums = ["Pw"] + (["PDwn", "ImRange"] if c.kind == "hv" else [])
+        enums = [p for p in enums if p not in look.absent]
+
+        def initial(param: str) -> Any:
+            return self.present(slot, param, getattr(c, param))
+
+        # written records (read back through them too unless the IOC has separate read-backs)
+        for param in enums:
+            extra = {"validate": pw_validate} if param == "Pw" else {}
+            rec = builder.boolOut(
+                look.write_name(system, slot, ch, param),
+                **self._names(param),
+                initial_value=initial(param),
+                on_update=writer(param),
+                always_update=look.separate_readbacks,
+                **extra,
             )
+            self.writers[(slot, ch, param)] = rec
+            recs[param] = rec
+        for param in analog:
+            rec = builder.aOut(
+                look.write_name(system, slot, ch, param),
+                initial_value=initial(param),
+                PREC=3,
+                on_update=writer(param),
+                always_update=look.separate_readbacks,
+            )
+            self.writers[(slot, ch, param)] = rec
+            recs[param] = rec
         for param in ("TripInt", "TripExt"):
-            recs[param] = builder.longOut(f"{base}:{param}", initial_value=getattr(c, param), on_update=writer(param))
+            rec = builder.longOut(
+                look.write_name(system, slot, ch, param),
+                initial_value=getattr(c, param),
+                on_update=writer(param),
+                always_update=look.separate_readbacks,
+            )
+            self.writers[(slot, ch, param)] = rec
+            recs[param] = rec
+        if look.separate_readbacks:
+            for param in enums:
+                recs[param] = builder.boolIn(
+                    look.read_name(system, slot, ch, param, True), **self._names(param), initial_value=initial(param)
+                )
+            for param in analog:
+                recs[param] = builder.aIn(
+                    look.read_name(system, slot, ch, param, True), initial_value=initial(param), PREC=3
+                )
+            for param in ("TripInt", "TripExt"):
+                recs[param] = builder.longIn(
+                    look.read_name(system, slot, ch, param, True), initial_value=initial(param)
+                )
+
+        # read-only records
+        def ro(param: str) -> str:
+            return look.read_name(system, slot, ch, param, False)
+
+        recs["VMon"] = builder.aIn(ro("VMon"), initial_value=initial("VMon"), EGU="V", PREC=3)
+        recs["IMon"] = builder.aIn(ro("IMon"), initial_value=c.IMon, EGU=unit_i, PREC=4)
         if c.kind == "lv":
-            recs["Temp"] = builder.aIn(f"{base}:Temp", initial_value=c.Temp, EGU="C", PREC=1)
+            recs["Temp"] = builder.aIn(ro("Temp"), initial_value=c.Temp, EGU="C", PREC=1)
+        if look.status == "word":
+            recs["Status"] = builder.longIn(ro("Status"), initial_value=c.Status)
+        elif look.status == "highest":
+            recs["Status"] = builder.mbbIn(ro("Status"), *HIGHEST_LABELS, initial_value=_highest(c.Status))
         else:
-            for param in ("PDwn", "ImRange"):
-                recs[param] = builder.boolOut(
-                    f"{base}:{param}",
-                    **self._names(param),
-                    initial_value=self.to_record(param, getattr(c, param)),
-                    on_update=writer(param),
+            for bit, part in look.status_bits.items():
+                name = f"{base}:{part}" + ("" if look.read_only_plain else look.read_suffix)
+                recs[f"Status.{bit}"] = builder.boolIn(
+                    name, ZNAM="0", ONAM="1", initial_value=int(bool(c.Status & (1 << STATUS_BITS[bit])))
                 )
 
         def set_attr(attr: str, cast: Any):
@@ -180,7 +249,7 @@ class CrateIoc:
             f"{sim}:ForceTrip", initial_value=0, always_update=True, on_update=set_attr("force_trip", bool)
         )
         recs["SIM:Unplug"] = builder.boolOut(f"{sim}:Unplug", initial_value=0, on_update=set_attr("unplugged", bool))
-        self.record_count += len(recs)
+        self.record_count += len(recs) + (len(enums) + len(analog) + 2 if look.separate_readbacks else 0)
         return recs
 
     # ------------------------------------------------------------------ running
@@ -191,26 +260,40 @@ class CrateIoc:
                 self._push_channel(slot, ch)
 
     def _restore(self, slot: int, ch: int, param: str) -> None:
-        rec = self.records[(slot, ch)].get(param)
+        rec = self.writers.get((slot, ch, param))
         if rec is not None:
-            value = getattr(self.crate.channels[(slot, ch)], param)
-            rec.set(self.to_record(param, value) if param in ENUM_WORDS else value)
+            rec.set(self.present(slot, param, getattr(self.crate.channels[(slot, ch)], param)))
 
     def _push_channel(self, slot: int, ch: int) -> None:
+        """Post every read record whose value changed (Status last: readings are fresh when the state changes)."""
         channel = self.crate.channels[(slot, ch)]
         pushed = self._pushed[(slot, ch)]
         recs = self.records[(slot, ch)]
-        for param in READBACKS:
+        params = list(READBACKS[:-1])
+        if channel.kind == "lv":
+            params.append("Temp")
+        if self.look.separate_readbacks:  # read-backs of written parameters follow the model
+            params += [p for p in recs if p not in READBACKS and not p.startswith(("SIM:", "Status")) and p != "Temp"]
+        for param in params:
             value = getattr(channel, param)
-            if pushed[param] != value:
+            value = round(value, 1) if param == "Temp" else self.present(slot, param, value)
+            if pushed.get(param) != value:
                 pushed[param] = value
                 # processing posts the monitor (Pw: on_update is a no-op then)
-                recs[param].set(self.to_record(param, value) if param in ENUM_WORDS else value)
-        if channel.kind == "lv":
-            temp = round(channel.Temp, 1)
-            if pushed["Temp"] != temp:
-                pushed["Temp"] = temp
-                recs["Temp"].set(temp)
+                recs[param].set(value)
+        status = channel.Status
+        if pushed.get("Status") != status:
+            pushed["Status"] = status
+            if self.look.status == "word":
+                recs["Status"].set(status)
+            elif self.look.status == "highest":
+                recs["Status"].set(_highest(status))
+            else:  # one record per bit: bits being set first (ON last of them), then those being cleared
+                bits = sorted(self.look.status_bits, key=lambda b: (not status & (1 << STATUS_BITS[b]), b == "ON"))
+                for bit in bits:
+                    value = int(bool(status & (1 << STATUS_BITS[bit])))
+                    if recs[f"Status.{bit}"].get() != value:
+                        recs[f"Status.{bit}"].set(value)
 
     def wake(self) -> None:
         """Tick now rather than at the next scheduled tick (safe from any thread)."""
@@ -241,3 +324,12 @@ class CrateIoc:
                 self._push_channel(slot, ch)
             if self._pw_puts_rec.get() != self.crate.pw_on_puts:
                 self._pw_puts_rec.set(self.crate.pw_on_puts)
+
+
+#: Parameters a negative board shows and takes with a minus sign (IOCs that take signed setpoints).
+SIGNED = ("V0Set", "VMon")
+
+
+def _highest(status: int) -> int:
+    """The highest-bit enum value of a Status word: highest set bit + 1, 0 when none is set."""
+    return min(status.bit_length(), len(HIGHEST_LABELS) - 1)  # an mbbi has 16 states: bit 15 shows as 15

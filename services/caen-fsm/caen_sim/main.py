@@ -6,6 +6,7 @@ Examples::
     caen-sim --port 5070 --config services/caen-fsm/example.yml      # boards derived from caen-fsm config
     caen-sim --config services/caen-fsm/example.yml --sim-config services/caen-fsm/caen-sim.yml \
              --julabo-control 127.0.0.1:5080 --time-scale 100        # sensors, modules following the chiller
+    caen-sim --flavour slac-caenhvasyn                                # the same crate as another IOC shows it
 
 Runs until SIGTERM/SIGINT. Prints ``caen-sim ready: <n> records on port <p>`` once serving.
 """
@@ -26,6 +27,7 @@ from trackerdcs.config import ConfigError, load_yaml
 from trackerdcs.logsetup import setup_logging
 
 from .model import DEFAULT_SLOTS, Board, Crate, parse_slots
+from .presentations import PRESENTATIONS
 from .simconfig import SimConfigError, SimPhysics, bath_from_state, parse_sim_config
 
 ENUM_VARIANTS = ("default", "reversed", "upper")  # see caen_sim.ioc.enum_labels (imported after EPICS env)
@@ -150,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="label lists of the enum PVs: the manual's order (Off/On, Kill/Ramp, High/Low), every list reversed,\n"
         "or upper case (OFF/ON, KILL/RAMP): IOCs in the field differ; clients must read the labels",
     )
+    p.add_argument(
+        "--flavour",
+        choices=sorted(PRESENTATIONS),
+        default="trackerdcs",
+        help="which IOC's record layout to present (names, read-backs, Status form, labels, crate clear)",
+    )
+    p.add_argument(
+        "--negative-slots",
+        default="",
+        help="comma-separated slots of negative boards: V0Set/VMon shown and taken negative (halla only)",
+    )
     p.add_argument("--log-level", default=None)
     return p
 
@@ -207,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         noise_period_s=1.0 / args.noise_hz if args.noise_hz > 0 else 0.0,
         enum_variant=args.enum_labels,
         time_scale=args.time_scale,
+        presentation=args.flavour,
+        negative_slots=frozenset(int(x) for x in args.negative_slots.split(",") if x.strip()),
     )
     # A put is accepted in the CA server's thread, which needs the GIL for the record's Python callbacks; the
     # model's tick holds it for milliseconds at a time. A real crate answers a write at once, so hand the GIL

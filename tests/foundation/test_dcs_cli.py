@@ -205,7 +205,12 @@ def test_ctrl_c_stops_the_wait_but_not_the_action(broker, demo):
     env = {**os.environ, **broker.env("operator")}
     env.pop("DCS_CONFIG", None)
     argv = [str(DCS), "caen", "ramp", "target=60", "rate=5", "--wait"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal gives it: the suite may itself run with SIGINT ignored (started in the background by
+    # a non-interactive shell, as CI and the clean-root check do), and an ignored signal is inherited
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     assert proc.stderr.readline().startswith("caen ramp: caen RAMPING")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)

@@ -31,17 +31,19 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from burnin.app import COMMAND_DEADLINE_S
+from burnin.iv import SAFE_V
 from burnin.recipe import PowerAction, Recipe, StepKind, load_recipe
 from burnin.settings import parse_settings
-from burnin.steps import TARGET_STATES
+from burnin.steps import HV_IS_OFF, TARGET_STATES
 
-from trackerdcs.client import DcsClient, Message
+from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings, load_yaml
 from trackerdcs_devstack.localbroker import REPO, free_port
 from trackerdcs_devstack.supervisor import stop_process
@@ -114,6 +116,24 @@ def write_stand(var: Path, scale: float) -> dict[str, Path]:
     return paths
 
 
+@dataclass
+class Seen:
+    """What the bench saw: documents by their own ``ts``, every message by its arrival, the prompts it acknowledged."""
+
+    messages: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
+    #: (topic, received, doc): when each document reached the broker's subscribers, the sequencer among them
+    arrivals: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
+    acks: list[float] = field(default_factory=list)
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps({"messages": self.messages, "arrivals": self.arrivals, "acks": self.acks}))
+
+    @classmethod
+    def load(cls, path: Path) -> Seen:
+        raw = json.loads(path.read_text())
+        return cls(*([tuple(x) for x in raw[k]] for k in ("messages", "arrivals")), raw["acks"])
+
+
 class Bench:
     def __init__(self, var: Path, scale: float, run_seconds: float) -> None:
         self.var, self.scale = var, scale
@@ -133,24 +153,40 @@ class Bench:
             time.sleep(0.5)
         self.mqtt = load_yaml(var / "dcs.yml")["mqtt"]
         self.dcs = DcsClient(MqttSettings.from_config(self.mqtt, env={})).connect()
-        self.messages: list[tuple[str, float, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        for pattern in (
+        self.seen = Seen()
+        # The recorder is mosquitto_sub (C): a Python subscriber of every status document would load the 2-core
+        # machine it measures, and its own receive lag would blur the arrival times. %U: arrival, Unix time (ns).
+        self.raw = var / "recorded.txt"
+        topics = [
             "burnin/event", "env/carrier", "caen/status/module/+", "caen/status/channel/+", "julabo/status",
-            "ph2acf/status",
-        ):  # fmt: skip
-            self.dcs.watch(pattern, self._keep)
-        self.acks: list[float] = []
+            "ph2acf/status", "+/cmd/+", "+/reply",
+        ]  # fmt: skip
+        self.recorder = subprocess.Popen(
+            ["mosquitto_sub", "-h", str(self.mqtt["host"]), "-p", str(self.mqtt["port"]), "-u", self.mqtt["username"],
+             "-P", Path(self.mqtt["password_file"]).read_text().strip(), "-q", "1", "-F", "%U %t %p",
+             *itertools.chain.from_iterable(("-t", t) for t in topics)],
+            stdout=self.raw.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
-    def _keep(self, m: Message) -> None:
-        try:
-            doc = m.json()
-        except ValueError:
-            return
-        if isinstance(doc, dict):
-            ts = doc.get("ts") if isinstance(doc.get("ts"), (int, float)) else m.received
-            with self._lock:
-                self.messages.append((m.topic, float(ts), doc))
+    def collect(self) -> Seen:
+        """Stop the recorder and read what it saw."""
+        self.recorder.terminate()
+        self.recorder.wait(10)
+        seen = Seen(acks=list(self.seen.acks))
+        for line in self.raw.read_text().splitlines():
+            received, topic, payload = line.split(" ", 2)
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            seen.arrivals.append((topic, float(received), doc))
+            if "/cmd/" not in topic and not topic.endswith("/reply"):
+                ts = doc.get("ts") if isinstance(doc.get("ts"), (int, float)) else float(received)
+                seen.messages.append((topic, float(ts), doc))
+        self.seen = seen
+        return seen
 
     def ready(self) -> None:
         """Everything off, chiller running, interlock acknowledged and OK (as an operator starts a day)."""
@@ -175,16 +211,18 @@ class Bench:
         while time.time() < deadline:
             st = d.command("burnin", "status")["result"]
             if st["state"] == "RUNNING" and st["step_kind"] == "prompt":
-                self.acks.append(time.time())
+                self.seen.acks.append(time.time())
                 d.command("burnin", "ack", operator="bench")
             if st["state"] in ("DONE", "ABORTED", "FAILED"):
                 return st
             if st["state"] in ("HOLDING", "PAUSED") and not st.get("hold_auto"):
                 raise RuntimeError(f"burn-in waits for an operator: {st}")
-            time.sleep(0.2)
+            time.sleep(0.5)
         raise RuntimeError(f"burn-in not done within {timeout} s: {d.command('burnin', 'status')['result']}")
 
     def close(self) -> None:
+        if self.recorder.poll() is None:
+            self.recorder.kill()
         self.dcs.close()
         stop_process(self.proc, timeout=60)
         self.log.close()
@@ -285,21 +323,170 @@ def ready_at(step: Any, start: float, end: float, messages: list, scale: float, 
     return end
 
 
-def analyse(recipe: Recipe, bench: Bench) -> dict[str, Any]:
-    scale = bench.scale
-    with bench._lock:
-        messages = sorted(bench.messages, key=lambda x: x[1])
+def published_at(topic: str, received: float, doc: dict[str, Any]) -> float:
+    """When a message was sent, by its sender's clock (one machine, one clock): a sequencer command by its
+    ``deadline`` (sent + COMMAND_DEADLINE_S), a document by its ``ts``; anything else when it arrived here."""
+    if "/cmd/" in topic and str(doc.get("id", "")).startswith("burnin-") and isinstance(doc.get("deadline"), float):
+        return doc["deadline"] - COMMAND_DEADLINE_S
+    if "/cmd/" not in topic and isinstance(doc.get("ts"), (int, float)):
+        return float(doc["ts"])
+    return received
+
+
+def _first(arrivals: list, after: float, until: float, pred) -> tuple[float, dict[str, Any]] | None:
+    """The first document (received, doc) in ``(after, until]`` that satisfies ``pred(topic, doc)``."""
+    for topic, recv, doc in arrivals:
+        if after <= recv <= until and pred(topic, doc):
+            return recv, doc
+    return None
+
+
+def _reply_at(arrivals: list, service: str, ident: Any, until: float) -> float | None:
+    hit = _first(arrivals, 0.0, until, lambda t, d: t == f"{service}/reply" and d.get("id") == ident)
+    return hit[0] if hit else None
+
+
+def _iv_sequencer_s(step: Any, start: float, end: float, arrivals: list, scale: float) -> float:
+    """Real seconds the sequencer added to an IV scan: on the module that finished last, every gap between the
+    moment it could know (the status showing the point reached was sent, and its settling was over) and its next
+    command; then the gap between the last module seen off (and the last reply sent) and the step's end."""
+    prof = step.params["profile"]
+    settle = prof.settle_s / scale
+    window = [a for a in arrivals if start <= a[1] <= end]
+    status = {m: [(r, d) for t, r, d in window if t == f"caen/status/module/{m}"] for m in step.modules}
+    per_module: dict[str, tuple[float, float]] = {}  # module -> (sequencer s, last known moment)
+    first_cmd = end
+    for m in step.modules:
+        cmds = [
+            (r, d)
+            for t, r, d in window
+            if (t == "caen/cmd/set" and d.get("module") == m and d.get("param") == "V0Set")
+            or (t == "caen/cmd/hv_off" and m in (d.get("modules") or []))
+        ]
+        if not cmds:
+            continue
+        first_cmd = min(first_cmd, cmds[0][0])
+        added, known = 0.0, start
+        for (c_at, cmd), (n_at, nxt) in itertools.pairwise(cmds):
+            if not cmd.get("param"):  # hv_off: what follows is the V0Set restore, sent with it
+                continue
+            target = abs(float(cmd["value"]))
+            if nxt.get("param") == "V0Set" and target == 0.0 and abs(float(nxt["value"])) > 0:
+                continue  # V0Set 0 ... then the restore: not a scan point
+            if target == 0.0 and nxt.get("param") is None and cmds.index((c_at, cmd)) > 0:
+                # ramped down: hv_off once |VMon| <= SAFE_V (or the module is off)
+                hit = next(((r, d) for r, d in status[m] if r >= c_at and (
+                    d.get("state") in HV_IS_OFF or abs(d.get("hv_vmon") or 0.0) <= SAFE_V)), None)  # fmt: skip
+                ready = hit[0] if hit else n_at
+            else:
+                hit = next(
+                    ((r, d) for r, d in status[m]
+                     if r >= c_at and abs(abs(d.get("hv_vmon") or 0.0) - target) <= prof.reach_tolerance_v),
+                    None,
+                )  # fmt: skip
+                if hit is None:
+                    continue
+                reached_ts = hit[1].get("ts", hit[0])
+                ready = max(hit[0], max(reached_ts, c_at) + settle)
+            added += max(n_at - ready, 0.0)
+            known = max(known, ready)
+        off = [r for r, d in status[m] if r >= cmds[-1][0] and d.get("state") in HV_IS_OFF]
+        per_module[m] = (added, max(known, off[0] if off else cmds[-1][0]))
+    if not per_module:
+        return end - start
+    last_module = max(per_module, key=lambda m: per_module[m][1])
+    replies = [r for t, r, d in window if t == "caen/reply" and str(d.get("id", "")).startswith("burnin")]
+    known_end = max(per_module[last_module][1], max(replies, default=start))
+    return max(first_cmd - start, 0.0) + per_module[last_module][0] + max(end - known_end, 0.0)
+
+
+def sequencer_s(step: Any, start: float, end: float, messages: list, scale: float) -> float:
+    """Real seconds between the moment the sequencer could know that ``step`` was done (the document or reply
+    that said so was sent, or its own timer ran out) and the step's end, on the senders' clocks (``messages``:
+    (topic, sent, doc)): what the sequencer adds apart from the devices and the other services (the broker's
+    delivery to it included)."""
+    p = step.params
+    window = [a for a in messages if start <= a[1] <= end]
+    if step.kind == StepKind.WAIT:
+        return max(end - (start + p["duration"] / scale), 0.0)
+    if step.kind == StepKind.IV_SCAN:
+        return _iv_sequencer_s(step, start, end, messages, scale)
+    if step.kind == StepKind.PROMPT:
+        hit = _first(window, start, end, lambda t, d: t == "burnin/cmd/ack")
+        return end - hit[0] if hit else 0.0
+    if step.kind == StepKind.CALIBRATION:
+        busy, known = False, start
+        for t, r, d in window:
+            if t == "ph2acf/status":
+                if d.get("state") not in ("IDLE", "ERROR"):
+                    busy = True
+                elif busy:
+                    known = r
+                    break
+        return max(end - known, 0.0)
+    if step.kind == StepKind.TEMPERATURE:
+        sensor = p["sensor"].split(":", 1)[1]
+        since = None
+        for t, r, d in window:
+            if t != f"env/{sensor}":
+                continue
+            ts = d.get("ts", r)
+            if abs(d["temperature"] - p["target"]) <= p["tolerance"]:
+                since = (ts, r) if since is None else since
+                if ts - since[0] >= p["stable_for"] / scale:
+                    break
+            else:
+                since = None
+        known = max(since[0] + p["stable_for"] / scale, since[1]) if since else end
+        return max(end - known, 0.0)
+    if step.kind in (StepKind.POWER, StepKind.CHILLER):
+        service = "caen" if step.kind == StepKind.POWER else "julabo"
+        cmd = _first(window, start, end, lambda t, d: t.startswith(f"{service}/cmd/"))
+        known = start
+        if cmd is not None:
+            known = max(known, _reply_at(messages, service, cmd[1].get("id"), end) or end)
+        if step.kind == StepKind.POWER:
+            targets = TARGET_STATES[PowerAction(p["action"])]
+            state: dict[str, str] = {}
+            reached = end
+            for t, r, d in messages:
+                if r > end:
+                    break
+                if t.startswith("caen/status/module/"):
+                    state[t.rsplit("/", 1)[1]] = d.get("state")
+                    if r >= start and all(state.get(m) in targets for m in step.modules):
+                        reached = r
+                        break
+            known = max(known, reached)
+        else:
+            want = "RUNNING" if p["action"] == "start" else "STOPPED"
+            hit = _first(messages, 0.0, end, lambda t, d: t == "julabo/status" and d.get("state") == want)
+            before = [d for t, r, d in messages if t == "julabo/status" and r < start]
+            if not (before and before[-1].get("state") == want):
+                known = max(known, hit[0] if hit and hit[0] >= start else end)
+        return max(end - known, 0.0)
+    return 0.0
+
+
+def analyse(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
+    messages = sorted(seen.messages, key=lambda x: x[1])
+    arrivals = sorted(seen.arrivals, key=lambda x: x[1])
     windows = [w for w in step_windows(messages) if w["end"] is not None]
-    per_kind: dict[str, dict[str, float]] = defaultdict(lambda: {"n": 0, "physical_s": 0.0, "added_s": 0.0})
+    published = sorted(((t, published_at(t, r, d), d) for t, r, d in arrivals), key=lambda x: x[1])
+    per_kind: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"n": 0, "physical_s": 0.0, "added_s": 0.0, "sequencer_s": 0.0}
+    )
     steps = []
     for w in windows:
         step = recipe.steps[w["index"]]
-        ready = min(max(ready_at(step, w["start"], w["end"], messages, scale, bench.acks), w["start"]), w["end"])
+        ready = min(max(ready_at(step, w["start"], w["end"], messages, scale, seen.acks), w["start"]), w["end"])
         physical, added = (ready - w["start"]) * scale, (w["end"] - ready) * scale
+        own = sequencer_s(step, w["start"], w["end"], published, scale) * scale
         k = per_kind[step.kind.value]
         k["n"] += 1
         k["physical_s"] += physical
         k["added_s"] += added
+        k["sequencer_s"] += own
         steps.append(
             {
                 "step": w["index"] + 1,
@@ -307,11 +494,13 @@ def analyse(recipe: Recipe, bench: Bench) -> dict[str, Any]:
                 "kind": step.kind.value,
                 "physical_s": round(physical, 2),
                 "added_s": round(added, 2),
+                "sequencer_s": round(own, 2),
             }
         )
     gaps = sum(max(b["start"] - a["end"], 0.0) for a, b in itertools.pairwise(windows)) * scale
     physical = sum(k["physical_s"] for k in per_kind.values())
     added = sum(k["added_s"] for k in per_kind.values()) + gaps
+    own = sum(k["sequencer_s"] for k in per_kind.values()) + gaps
     elapsed = (windows[-1]["end"] - windows[0]["start"]) * scale if windows else 0.0
     return {
         "steps_measured": len(windows),
@@ -319,6 +508,9 @@ def analyse(recipe: Recipe, bench: Bench) -> dict[str, Any]:
         "physical_s": round(physical, 1),
         "added_s": round(added, 1),
         "added_pct": round(100 * added / physical, 3) if physical else None,
+        "sequencer_added_s": round(own, 1),
+        "sequencer_added_pct": round(100 * own / physical, 3) if physical else None,
+        "stack_added_s": round(added - own, 1),
         "gaps_between_steps_s": round(gaps, 2),
         "added_real_ms_per_step": round(1000 * added / scale / max(len(windows), 1), 2),
         "by_kind": {
@@ -327,6 +519,8 @@ def analyse(recipe: Recipe, bench: Bench) -> dict[str, Any]:
                 "physical_s": round(v["physical_s"], 1),
                 "added_s": round(v["added_s"], 1),
                 "added_real_ms_per_step": round(1000 * v["added_s"] / scale / v["n"], 2),
+                "sequencer_s": round(v["sequencer_s"], 1),
+                "sequencer_real_ms_per_step": round(1000 * v["sequencer_s"] / scale / v["n"], 2),
             }
             for k, v in sorted(per_kind.items())
         },
@@ -334,24 +528,26 @@ def analyse(recipe: Recipe, bench: Bench) -> dict[str, Any]:
     }
 
 
-def iv_points(bench: Bench) -> dict[str, Any]:
-    """The IV step against its physical time, and the per-point cadence of the scan."""
-    with bench._lock:
-        messages = sorted(bench.messages, key=lambda x: x[1])
+def iv_result(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
+    """The IV step against its physical time, and the added real time per point."""
+    iv = next(s for s in recipe.steps if s.kind == StepKind.IV_SCAN)
+    phys = iv.params["profile"].physical_s()
+    messages = sorted(seen.messages, key=lambda x: x[1])
+    w = next(w for w in step_windows(messages) if w["index"] == iv.index)
+    took = (w["end"] - w["start"]) * scale
+    n = len(iv.params["profile"].points)
     scan = [d for t, ts, d in messages if t == "burnin/event" and d.get("kind") == "iv_scan"]
-    return {"outcomes": scan[-1].get("outcomes") if scan else None}
+    return {
+        "physical_s": phys,
+        "took_s": round(took, 2),
+        "longer_pct": round(100 * (took / phys - 1), 2),
+        "points": n,
+        "added_real_ms_per_point": round(1000 * (took - phys) / scale / n, 2),
+        "outcomes": scan[-1].get("outcomes") if scan else None,
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("iv", "standard"))
-    ap.add_argument("--time-scale", type=float, default=None, help="default: 5 (iv), 300 (standard)")
-    ap.add_argument("--run-seconds", type=float, default=20.0, help="a simulated calibration run (simulated s)")
-    ap.add_argument("--keep", action="store_true", help="keep the stack's folder (logs)")
-    args = ap.parse_args(argv)
-    scale = args.time_scale or (5.0 if args.mode == "iv" else 300.0)
-    var = Path(tempfile.mkdtemp(prefix=f"burnin-bench-{args.mode}-"))
-    recipe_name = "iv-bench" if args.mode == "iv" else "standard-burnin"
+def measure(args: argparse.Namespace, scale: float, var: Path, recipe_name: str) -> dict[str, Any]:
     load0 = os.getloadavg()
     bench = Bench(var, scale, args.run_seconds)
     try:
@@ -359,57 +555,72 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_settings({k: v for k, v in load_yaml(bench.paths["burnin"]).items() if k != "mqtt"})
         recipe = load_recipe((var / "recipes" / f"{recipe_name}.yml").read_text(), settings)
         t0, cpu0 = time.time(), cpu_seconds(bench.proc.pid)
-        final = bench.run(recipe_name, timeout=3600)
+        final = bench.run(recipe_name, timeout=3 * 3600)
         wall = time.time() - t0
         cpu1 = cpu_seconds(bench.proc.pid)
         cpu = {k: round((cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / wall * 100, 1) for k in sorted(cpu1)}
         time.sleep(0.5)
-        result: dict[str, Any] = {
-            "bench": f"burnin_{args.mode}",
-            "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
-            f"{platform.python_version()}",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "time_scale": scale,
-            "modules": len(MODULES),
-            "recipe": recipe_name,
-            "final_state": final["state"],
-            "real_s": round(wall, 1),
-            "loadavg_before": [round(x, 2) for x in load0],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "cpu_pct_during_run": cpu,
-            "burnin_loop_latency_ms": final.get("loop_latency"),
-            **analyse(recipe, bench),
-        }
-        if args.mode == "iv":
-            iv = next(s for s in recipe.steps if s.kind == StepKind.IV_SCAN)
-            phys = iv.params["profile"].physical_s()
-            windows = step_windows(sorted(bench.messages, key=lambda x: x[1]))
-            w = next(w for w in windows if w["index"] == iv.index)
-            took = (w["end"] - w["start"]) * scale
-            result["iv"] = {
-                "physical_s": phys,
-                "took_s": round(took, 2),
-                "longer_pct": round(100 * (took / phys - 1), 2),
-                "points": len(iv.params["profile"].points),
-                "added_real_ms_per_point": round(1000 * (took - phys) / scale / len(iv.params["profile"].points), 2),
-                **iv_points(bench),
-            }
+        seen = bench.collect()
     finally:
         if args.keep:
-            with (var / "messages.jsonl").open("w") as f:
-                for topic, ts, doc in bench.messages:
-                    f.write(json.dumps({"topic": topic, "ts": ts, "doc": doc}) + "\n")
+            bench.seen.dump(var / "seen.json")
         bench.close()
+    return {
+        "bench": f"burnin_{args.mode}",
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "time_scale": scale,
+        "modules": len(MODULES),
+        "recipe": recipe_name,
+        "final_state": final["state"],
+        "real_s": round(wall, 1),
+        "loadavg_before": [round(x, 2) for x in load0],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu_pct_during_run": cpu,
+        "burnin_loop_latency_ms": final.get("loop_latency"),
+        **analyse(recipe, seen, scale),
+        **({"iv": iv_result(recipe, seen, scale)} if args.mode == "iv" else {}),
+    }
+
+
+def reanalyse(folder: Path, previous: dict[str, Any]) -> dict[str, Any]:
+    """The figures again from a kept run (``--keep``): the same analysis, nothing re-run."""
+    scale, name = previous["time_scale"], previous["recipe"]
+    settings = parse_settings({k: v for k, v in load_yaml(folder / "burnin.yml").items() if k != "mqtt"})
+    recipe = load_recipe((folder / "recipes" / f"{name}.yml").read_text(), settings)
+    seen = Seen.load(folder / "seen.json")
+    out = {**previous, **analyse(recipe, seen, scale)}
+    if "iv" in previous:
+        out["iv"] = iv_result(recipe, seen, scale)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("iv", "standard"))
+    ap.add_argument("--time-scale", type=float, default=None, help="default: 5 (iv), 300 (standard)")
+    ap.add_argument("--run-seconds", type=float, default=20.0, help="a simulated calibration run (simulated s)")
+    ap.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, every message seen)")
+    ap.add_argument("--reanalyse", type=Path, metavar="FOLDER", help="analyse a kept run again (nothing is run)")
+    args = ap.parse_args(argv)
+    scale = args.time_scale or (5.0 if args.mode == "iv" else 300.0)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"burnin_{args.mode}_x{scale:g}.json"
+    if args.reanalyse:
+        result = reanalyse(args.reanalyse, json.loads((args.reanalyse / "result.json").read_text()))
+    else:
+        var = Path(tempfile.mkdtemp(prefix=f"burnin-bench-{args.mode}-"))
+        result = measure(args, scale, var, "iv-bench" if args.mode == "iv" else "standard-burnin")
+        if args.keep:
+            (var / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+            print(f"stack folder kept: {var}")
+        else:
+            import shutil
+
+            shutil.rmtree(var, ignore_errors=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "worst_steps"}, indent=2))
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(var, ignore_errors=True)
-    else:
-        print(f"stack folder kept: {var}")
     return 0 if result["final_state"] == "DONE" else 1
 
 

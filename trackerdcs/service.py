@@ -45,7 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from . import __version__
+from . import __version__, latencytrace
 from .commands import Arg, CommandError, CommandRequest, CommandSpec, describe_table, parse_payload, peek_id
 from .completion import Completion
 from .config import MqttSettings
@@ -341,6 +341,7 @@ class Service:
             if not force and not filt.should_publish(snapshot, now):
                 return False
             filt.mark_published(snapshot, now)
+        latencytrace.mark(f"status {topic} {snapshot['ts']:.6f}")
         if not self.publish(topic, dumps(snapshot), retain=True):
             with self._status_lock:
                 filt.forget()  # the heartbeat loop tries again within a second
@@ -459,6 +460,7 @@ class Service:
         command = self.topics.command_name(msg.topic)
         if command is None:
             return
+        latencytrace.mark(f"cmd {msg.topic}")
         props = getattr(msg, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

@@ -32,6 +32,10 @@ STACK_MARKS = [
         not (REPO / "node-red" / "node_modules" / "node-red").is_dir(), reason="Node-RED not installed (setup.sh)"
     ),
 ]
+#: Every simulator and the sequencer run this many times faster than a real stand (one clock: dcs-sim --time-scale
+#: and the sequencer's time_scale), so that the short recipe takes seconds; the interlock (Node-RED) and the
+#: services' own safety paths stay in real time.
+SCALE = 4.0
 BURNIN = Path(sys.executable).with_name("burnin")
 DCS = Path(sys.executable).with_name("dcs")
 
@@ -62,6 +66,7 @@ class Stack:
             f"spool_dir: {var / 'burnin' / 'spool'}\n"
             f"recipes_dir: {REPO / 'services' / 'burnin' / 'recipes'}\n"
             "mongo: {uri: 'mongomock://stand-in'}\n"
+            f"time_scale: {SCALE:g}\n"
         )
 
     def start_burnin(self) -> None:
@@ -117,9 +122,9 @@ class Stack:
 def open_stack(tmp_path_factory: pytest.TempPathFactory, sim_stack_launcher: Any) -> Iterator[Stack]:
     """The simulation stack with a sequencer of the test's own (tests/burnin/conftest.py: fixture ``stack``)."""
     var = tmp_path_factory.mktemp("burnin-stack")
-    # the test runs its own sequencer (it kills and restarts it, and adds a second humidity sensor); the chiller
-    # simulator runs 4x faster than a real bath so that the plateaus of the short recipe take seconds
-    args = ("--node-red-port", str(free_port()), "--no-burnin", "--chiller-time-scale", "4")
+    # the test runs its own sequencer (it kills and restarts it, and adds a second humidity sensor), on the
+    # stack's time scale
+    args = ("--node-red-port", str(free_port()), "--no-burnin", "--time-scale", f"{SCALE:g}")
     with sim_stack_launcher(var, *args, timeout=180, expect="Operator UI"):
         s = Stack(var)
         s.dcs.connect()

@@ -51,6 +51,7 @@ class Stand:
     ph2acf: str = "IDLE"
     run_left: float = 0.0
     last_run: dict[str, Any] | None = None
+    status_names_last_run: bool = True  #: the bridge's status carries last_uid/last_run/last_outcome/last_error
     log: list[Command] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     offline: set[str] = field(default_factory=set)
@@ -148,6 +149,12 @@ class Stand:
             self.published[name] = last
         return Source(last[0], age_s=1000.0 if "caen" in stale else self.now - last[1], at=last[1])
 
+    def _last_run_fields(self) -> dict[str, Any]:
+        if not self.status_names_last_run or self.last_run is None:
+            return {}
+        last = self.last_run
+        return {f"last_{k}": last.get(k) for k in ("uid", "run", "outcome", "error")}
+
     def world(self, stale: set[str] = frozenset()) -> World:
         def src(doc: dict[str, Any], name: str) -> Source:
             return Source(doc, age_s=1000.0 if name in stale else 1.0, at=self.now)
@@ -161,7 +168,7 @@ class Stand:
                 {"state": self.chiller, "bath_temp": self.bath, "setpoint": self.setpoint, "active_setpoint": 1},
                 "julabo",
             ),
-            ph2acf=src({"state": self.ph2acf, "progress": 0}, "ph2acf"),
+            ph2acf=src({"state": self.ph2acf, "progress": 0, **self._last_run_fields()}, "ph2acf"),
             interlock=src({"state": self.interlock, "active": [] if self.interlock == "OK" else ["test"]}, "interlock"),
             env={"box": src({"temperature": self.air_t, "humidity": self.rh}, "env")},
         )

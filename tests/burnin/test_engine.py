@@ -62,6 +62,31 @@ def test_short_recipe_runs_to_done_with_iv_and_calibration_results():
     assert all(not m.lv and not m.hv_on for m in stand.modules.values())
 
 
+@pytest.mark.parametrize("status_names_it", [True, False], ids=["from-status", "asked"])
+def test_the_calibration_outcome_is_read_from_the_bridge_and_asked_for_only_when_its_status_does_not_say(
+    status_names_it,
+):
+    eng, stand = started(stand=Stand(status_names_last_run=status_names_it))
+    run(eng, stand, 600, until=lambda: eng.state == State.DONE)
+    assert eng.state == State.DONE, eng.status()
+    record = eng.results["calibration"][0]
+    assert {k: record[k] for k in ("calibration", "uid", "run", "outcome", "error")} == {
+        "calibration": "pixelalive", "uid": "run-1", "run": 1, "outcome": "done", "error": None,
+    }  # fmt: skip
+    asked = [c for c in stand.log if (c.service, c.name) == ("ph2acf", "status")]
+    assert len(asked) == (0 if status_names_it else 1)
+
+
+def test_a_failed_run_named_by_the_status_waits_for_the_operator():
+    stand = Stand()
+    eng, stand = started(stand=stand)
+    run(eng, stand, 600, until=lambda: stand.ph2acf == "RUNNING")
+    stand.ph2acf, stand.last_run = "ERROR", {**stand.last_run, "outcome": "failed", "error": "no ack from the FC7"}
+    run(eng, stand, 5)
+    assert eng.state == State.HOLDING, eng.status()
+    assert "failed no ack from the FC7" in eng.status()["message"]
+
+
 def test_breakdown_stops_only_that_module_and_ramps_it_down():
     stand = Stand()
     stand.modules["module_1"].breakdown_v = 110.0
@@ -339,6 +364,27 @@ def test_with_nothing_timed_only_a_message_or_a_retry_wakes_the_engine():
     ident, _ = tracker.drain()[0]
     tracker.on_reply(ident, Reply(False, "busy"), 101.0)
     assert tracker.next_due() == 103.0  # the retry
+
+
+def test_a_refused_command_is_tried_again_when_due_unless_a_newer_one_of_the_same_key_replaced_it():
+    from burnin.tracker import Status, Tracker
+    from burnin.world import Command, Reply
+
+    tracker = Tracker(retries=3, interval_s=2.0, reply_timeout_s=15.0)
+    tracker.send("iv", Command("caen", "set", {"value": 10}, key="v0"), 0.0)
+    tracker.send("iv", Command("caen", "set", {"value": 1}, key="other"), 0.0)
+    (first, _), (other, _) = tracker.drain()
+    tracker.on_reply(first, Reply(False, "busy"), 1.0)
+    tracker.on_reply(other, Reply(False, "busy"), 1.0)
+    tracker.send("iv", Command("caen", "set", {"value": 20}, key="v0"), 1.5)  # the next point replaces it
+    (newer, cmd), = tracker.drain()
+    assert cmd.args == {"value": 20}
+    tracker.tick(3.0)
+    # only the refused command nobody replaced goes out again; the replaced one is dropped, not woken for
+    assert [c.args for _, c in tracker.drain()] == [{"value": 1}]
+    assert tracker.next_due() == pytest.approx(16.5)  # the newer command's reply timeout, nothing earlier
+    tracker.on_reply(newer, Reply(True), 3.5)
+    assert tracker.status("iv", "v0").status == Status.OK
 
 
 def test_lv_off_right_after_an_iv_scan_waits_for_the_scan_to_finish_ramping_down():

@@ -70,7 +70,10 @@ def test_short_recipe_runs_end_to_end(stack):
 def test_killed_mid_step_comes_back_paused_there_and_commands_nothing(stack):
     stack.ready()
     stack.start_short_recipe_until("IV scan warm")
-    time.sleep(2.0)  # mid-scan
+    deadline = time.time() + 60
+    while not re.search(r"module_0 \w+ [2-6]/8", stack.status()["message"]):  # mid-scan: some points measured
+        assert time.time() < deadline, stack.status()
+        time.sleep(0.05)
     stack.kill_burnin()
     killed = time.time()
     stack.start_burnin()

@@ -322,9 +322,8 @@ def test_influx_tiers_provisions_retention_and_continuous_queries_at_first_start
         time.sleep(1)
     rps = json.loads(show("SHOW RETENTION POLICIES"))["results"][0]["series"][0]["values"]
     assert {r[0]: r[1] for r in rps} == {"autogen": "720h0m0s", "minute": "17520h0m0s", "hour": "0s"}
-    probe = podman("exec", pod.container("influx-tiers"), "/opt/trackerdcs/venv/bin/python", "-m",
-                   "trackerdcs.influxtiers", "probe", check=False)  # fmt: skip
-    assert probe.returncode == 0
+    # its own check (`trackerdcs.influxtiers probe`: every tier and query in place) is the container's liveness
+    # probe, run by test_every_containers_liveness_probe_passes_inside_the_pod
 
 
 @pytest.mark.timeout(120)

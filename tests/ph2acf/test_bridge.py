@@ -259,7 +259,10 @@ def test_crash_mid_run_is_stored_as_failed_and_raises_an_alarm(
     assert alarm["severity"] == "alarm"
     assert "killed by SIGABRT" in alarm["error"] and "terminate called" in alarm["error"]
     assert bridge.wait_idle(RUN_TIMEOUT)
-    assert operator.wait_for("ph2acf/status", lambda m: m.json()["state"] == "ERROR", timeout=5)
+    status = operator.wait_for("ph2acf/status", lambda m: m.json()["state"] == "ERROR", timeout=5).json()
+    # the status names the run that ended, how and why: a sequencer needs no round trip for the outcome
+    assert (status["last_uid"], status["last_outcome"]) == (stopped["uid"], "failed")
+    assert "killed by SIGABRT" in status["last_error"]
     doc = mongo._db()["runs"].find_one({"uid": stopped["uid"]})
     assert doc["outcome"] == "failed" and doc["exit_code"] == -6 and doc["result_file"] is None
     assert any("terminate called" in line for line in doc["log_tail"])

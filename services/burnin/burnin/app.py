@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackerdcs import __version__
+from trackerdcs import __version__, latencytrace
 from trackerdcs.commands import Arg, CommandError
 from trackerdcs.completion import Completion
 from trackerdcs.config import MqttSettings
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2  #: longest real time between two engine ticks (timeouts); timed steps wake at their own time
 REPLAY_S = 30.0  #: how often spooled documents are offered to MongoDB again
+COMMAND_DEADLINE_S = 15.0  #: a command's ``deadline``: sent + this (real s); the services refuse it later
 MAX_RECIPE_BYTES = 1024 * 1024
 
 
@@ -78,7 +79,8 @@ class BurninApp:
         self.store = store or BurninStore(settings.archive_dir, settings.spool_dir, factory, settings.mongo_database)
         self._latest: dict[str, tuple[dict[str, Any] | None, float, float]] = {}
         self._online: dict[str, bool] = {}
-        self._pending: dict[str, str] = {}  # command id -> service root
+        self._pending: dict[str, str] = {}  # command id -> service root (the loop thread's)
+        self._replies: collections.deque[tuple[str, dict[str, Any], float]] = collections.deque()  #: from MQTT
         self._curves: set[str] = set()  # modules whose IV curve this process has published
         self._conditions_meta: dict[str, Any] | None = None  # the ended burn-in's conditions file
         self._conditions_thread: threading.Thread | None = None
@@ -111,6 +113,7 @@ class BurninApp:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        latencytrace.mark(f"clock {time.time():.6f}")  # lines the marks up with the documents' wall-clock ts
         self._restore()
         self._publish_curves(self.engine.results.get("iv_scan") or [])
         self.publish(steps=True)
@@ -152,6 +155,7 @@ class BurninApp:
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         self.svc.health.messages_in.tick()
         topic = msg.topic
+        t_in = time.perf_counter()
         if topic.endswith("/availability"):
             self._online[topic.rsplit("/", 1)[0]] = bytes(msg.payload) == b"online"
             return
@@ -161,13 +165,13 @@ class BurninApp:
             return
         if doc is not None and not isinstance(doc, dict):
             return
+        if latencytrace.enabled():
+            latencytrace.mark(f"in {topic} {(doc or {}).get('ts')} {t_in:.6f}")
         if topic.endswith("/reply"):
-            ident = str((doc or {}).get("id"))
-            with self._lock:
-                if self._pending.pop(ident, None) is not None:
-                    reply = Reply(bool(doc.get("ok")), doc.get("error"), doc.get("result"))
-                    self.engine.on_reply(ident, reply, self.clock.now())
-                    self._wake_now()
+            # handed to the loop thread: this (the MQTT) thread never waits for the engine's lock, which a tick
+            # holds, so that the status documents behind a reply are not held up
+            self._replies.append((str((doc or {}).get("id")), doc or {}, self.clock.now()))
+            self._wake_now()
             return
         self._latest[topic] = (doc, time.time(), self.clock.now())
         if not topic.startswith(self._channel_prefix):  # channel documents are read, never waited for
@@ -224,6 +228,7 @@ class BurninApp:
                 timeout = min(TICK_S, self.clock.real_s(self.engine.next_tick()))
             self._wake.wait(timeout)
             self._wake.clear()
+            latencytrace.mark("wake")
             woken, self._woken_at = self._woken_at, None
             if woken is not None:
                 self._wake_ms.append((time.monotonic() - woken) * 1000)
@@ -235,12 +240,20 @@ class BurninApp:
             try:
                 with self._lock:
                     t0 = time.monotonic()
+                    self._take_replies()
                     self.engine.tick(self.clock.now(), self.world())
                     self._handle(self.engine.drain())
                     self._tick_ms.append((time.monotonic() - t0) * 1000)
             except Exception:  # a bug must not stop the loop silently: keep going, say so
                 log.exception("burn-in loop error")
                 self.svc.health.error("burn-in loop error (see log)")
+
+    def _take_replies(self) -> None:
+        """Replies received since the last tick, to the engine (with the engine's lock held)."""
+        while self._replies:
+            ident, doc, at = self._replies.popleft()
+            if self._pending.pop(ident, None) is not None:
+                self.engine.on_reply(ident, Reply(bool(doc.get("ok")), doc.get("error"), doc.get("result")), at)
 
     def _handle(self, out: Outputs) -> None:
         """Journal first (fsync), then commands, events, documents and status."""
@@ -252,8 +265,9 @@ class BurninApp:
         for ident, cmd in out.commands:
             root = self._roots[cmd.service]
             self._pending[ident] = root
-            body = {**cmd.args, "id": ident, "deadline": time.time() + 15, "by": "burnin", "from": "burnin sequencer"}
+            body = {**cmd.args, "id": ident, "deadline": time.time() + COMMAND_DEADLINE_S, "by": "burnin", "from": "burnin sequencer"}
             self.svc.publish(f"{root}/cmd/{cmd.name}", dumps(body))
+            latencytrace.mark(f"out {root}/cmd/{cmd.name} {ident}")
         for ev in out.events:
             data = {k: v for k, v in ev.items() if k not in ("kind", "message", "severity")}
             self.svc.event(ev["kind"], ev["message"], severity=ev["severity"], uid=self.engine.uid, **data)

@@ -466,15 +466,26 @@ class CalibrationRunner(Runner):
         state = ctx.world.ph2acf.get("state")
         if state not in ("IDLE", "ERROR"):
             self.seen_active = True
-        if self.seen_active and state in ("IDLE", "ERROR") and self.ended_at is None:
+        named = self.uid is not None and ctx.world.ph2acf.get("last_uid") == self.uid  # the status names its end
+        if (self.seen_active or named) and state in ("IDLE", "ERROR") and self.ended_at is None:
             self.ended_at = now
-            ctx.send(Command("ph2acf", "status", {}, key="last"))
+            if not named:  # the status does not tell this run's outcome: ask
+                ctx.send(Command("ph2acf", "status", {}, key="last"))
         if self.ended_at is not None:
             st, err = ctx.sent("last")
             if st == "failed":
                 return Progress(Verdict.WAIT_OPERATOR, f"cannot read the run outcome: {err}")
-            if st == "ok":
-                last = (ctx.reply_result("last") or {}).get("last") or {}
+            told = ctx.world.ph2acf
+            if st is None and named:
+                last: dict[str, Any] | None = {
+                    "uid": self.uid,
+                    "run": told.get("last_run"),
+                    "outcome": told.get("last_outcome"),
+                    "error": told.get("last_error"),
+                }
+            else:
+                last = (ctx.reply_result("last") or {}).get("last") or {} if st == "ok" else None
+            if last is not None:
                 doc = {
                     "step": self.step.index,
                     "calibration": self.step.params["calibration"],

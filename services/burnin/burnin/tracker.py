@@ -44,6 +44,7 @@ class Tracker:
         self._session = uuid.uuid4().hex[:6]  # ids never repeat across restarts (a late reply matches nothing)
         self._by_id: dict[str, Entry] = {}
         self._by_key: dict[tuple[str, str], Entry] = {}
+        self._retrying: dict[int, Entry] = {}  #: entries waiting for their next try (few; a scan sends hundreds)
         self.outbox: list[tuple[str, Command]] = []
         self.gave_up: list[Entry] = []
 
@@ -56,6 +57,7 @@ class Tracker:
     def _try(self, entry: Entry, now: float) -> None:
         entry.tries += 1
         entry.sent_at, entry.next_at = now, None
+        self._retrying.pop(id(entry), None)
         ident = f"burnin-{self._session}-{next(self._ids)}"
         self._by_id[ident] = entry
         self.outbox.append((ident, entry.command))
@@ -79,6 +81,7 @@ class Tracker:
             self.gave_up.append(entry)
         else:
             entry.next_at = now + self.interval_s
+            self._retrying[id(entry)] = entry
 
     def tick(self, now: float) -> None:
         """Retry what is due, time out what got no reply."""
@@ -86,13 +89,16 @@ class Tracker:
             if entry.status == Status.PENDING and entry.next_at is None and now - entry.sent_at > self.reply_timeout_s:
                 del self._by_id[ident]
                 self._failed_try(entry, f"no reply within {self.reply_timeout_s:g} s", now)
-        for entry in list(self._by_key.values()):
-            if entry.status == Status.PENDING and entry.next_at is not None and now >= entry.next_at:
+        for entry in list(self._retrying.values()):
+            current = self._by_key.get((entry.owner, entry.command.key or entry.command.name)) is entry
+            if entry.status != Status.PENDING or entry.next_at is None or not current:  # done, or replaced
+                self._retrying.pop(id(entry), None)
+            elif now >= entry.next_at:
                 self._try(entry, now)
 
     def next_due(self) -> float:
         """Engine time of the next retry or reply timeout (inf: none): when :meth:`tick` has work to do."""
-        due = [e.next_at for e in self._by_key.values() if e.status == Status.PENDING and e.next_at is not None]
+        due = [e.next_at for e in self._retrying.values() if e.status == Status.PENDING and e.next_at is not None]
         due += [
             e.sent_at + self.reply_timeout_s
             for e in self._by_id.values()

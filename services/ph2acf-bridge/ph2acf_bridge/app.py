@@ -170,6 +170,7 @@ class Bridge:
             "last_uid": self.last["uid"] if self.last else None,
             "last_run": self.last["run"] if self.last else None,
             "last_outcome": self.last["outcome"] if self.last else None,
+            "last_error": self.last["error"] if self.last else None,
         }
 
     def publish(self, force: bool = False) -> None:

@@ -265,7 +265,8 @@ class BurninApp:
         for ident, cmd in out.commands:
             root = self._roots[cmd.service]
             self._pending[ident] = root
-            body = {**cmd.args, "id": ident, "deadline": time.time() + COMMAND_DEADLINE_S, "by": "burnin", "from": "burnin sequencer"}
+            deadline = time.time() + COMMAND_DEADLINE_S
+            body = {**cmd.args, "id": ident, "deadline": deadline, "by": "burnin", "from": "burnin sequencer"}
             self.svc.publish(f"{root}/cmd/{cmd.name}", dumps(body))
             latencytrace.mark(f"out {root}/cmd/{cmd.name} {ident}")
         for ev in out.events:

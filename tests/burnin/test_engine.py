@@ -377,7 +377,7 @@ def test_a_refused_command_is_tried_again_when_due_unless_a_newer_one_of_the_sam
     tracker.on_reply(first, Reply(False, "busy"), 1.0)
     tracker.on_reply(other, Reply(False, "busy"), 1.0)
     tracker.send("iv", Command("caen", "set", {"value": 20}, key="v0"), 1.5)  # the next point replaces it
-    (newer, cmd), = tracker.drain()
+    ((newer, cmd),) = tracker.drain()
     assert cmd.args == {"value": 20}
     tracker.tick(3.0)
     # only the refused command nobody replaced goes out again; the replaced one is dropped, not woken for

@@ -24,6 +24,7 @@ Writes bench/results/burnin_<mode>_x<scale>.json.
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import json
 import os
@@ -43,6 +44,7 @@ from burnin.recipe import PowerAction, Recipe, StepKind, load_recipe
 from burnin.settings import parse_settings
 from burnin.steps import HV_IS_OFF, TARGET_STATES
 
+from trackerdcs import latencytrace
 from trackerdcs.client import DcsClient
 from trackerdcs.config import MqttSettings, load_yaml
 from trackerdcs_devstack.localbroker import REPO, free_port
@@ -135,7 +137,7 @@ class Seen:
 
 
 class Bench:
-    def __init__(self, var: Path, scale: float, run_seconds: float) -> None:
+    def __init__(self, var: Path, scale: float, run_seconds: float, trace: bool = False) -> None:
         self.var, self.scale = var, scale
         self.paths = write_stand(var, scale)
         argv = [
@@ -145,7 +147,9 @@ class Bench:
             "--burnin-config", str(self.paths["burnin"]),
         ]  # fmt: skip
         self.log = (var / "dcs-sim.out").open("w")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self.trace = var / "latency.trace" if trace else None
+        env = {**os.environ, **({"TRACKERDCS_LATENCY_TRACE": str(self.trace)} if self.trace else {})}
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.time() + 180
         while "Ctrl-C stops the stack" not in (var / "dcs-sim.out").read_text():
             if self.proc.poll() is not None or time.time() > deadline:
@@ -528,6 +532,50 @@ def analyse(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
     }
 
 
+def hops(trace: Path) -> dict[str, Any]:
+    """Where the real time goes, from the processes' own latency marks (``--trace``, one monotonic clock): a
+    status document handed to MQTT by its service -> the sequencer's MQTT thread has it (by topic family); the
+    sequencer sends a command -> the service has it; the sequencer's loop wakes -> its next command goes out."""
+    marks = latencytrace.read(trace)
+    sent = {}
+    for t, _pid, tag in marks:
+        if tag.startswith("status "):
+            _, topic, ts = tag.split()
+            sent[(topic, round(float(ts), 5))] = t
+    delivered: dict[str, list[float]] = defaultdict(list)
+    outs: list[float] = []
+    cmds: list[float] = []
+    wake_to_out: list[float] = []
+    woke = None
+    for t, _pid, tag in marks:
+        parts = tag.split()
+        if parts[0] == "in" and len(parts) == 4 and parts[2] != "None":
+            at = sent.get((parts[1], round(float(parts[2]), 5)))
+            if at is not None:
+                family = "/".join(parts[1].split("/")[:3]) if "/status/" in parts[1] else parts[1]
+                delivered[family].append((float(parts[3]) - at) * 1e3)
+        elif parts[0] == "wake":
+            woke = t
+        elif parts[0] == "out":
+            outs.append(t)
+            if woke is not None:
+                wake_to_out.append((t - woke) * 1e3)
+                woke = None
+        elif parts[0] == "cmd" and "/cmd/" in parts[1] and not parts[1].startswith("burnin/"):
+            cmds.append(t)
+    to_service = [(cmds[i] - o) * 1e3 for o in outs if (i := bisect.bisect_left(cmds, o)) < len(cmds)]
+
+    def pct(values: list[float]) -> dict[str, Any]:
+        v = sorted(values)
+        return {"n": len(v), **{f"p{q}": round(v[min(len(v) - 1, int(q / 100 * len(v)))], 2) for q in (50, 90, 99)}}
+
+    return {
+        "status_to_sequencer_ms": {k: pct(v) for k, v in sorted(delivered.items()) if v},
+        "sequencer_command_to_service_ms": pct(to_service) if to_service else None,
+        "sequencer_wake_to_command_ms": pct(wake_to_out) if wake_to_out else None,
+    }
+
+
 def iv_result(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
     """The IV step against its physical time, and the added real time per point."""
     iv = next(s for s in recipe.steps if s.kind == StepKind.IV_SCAN)
@@ -549,7 +597,7 @@ def iv_result(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace, scale: float, var: Path, recipe_name: str) -> dict[str, Any]:
     load0 = os.getloadavg()
-    bench = Bench(var, scale, args.run_seconds)
+    bench = Bench(var, scale, args.run_seconds, trace=args.trace)
     try:
         bench.ready()
         settings = parse_settings({k: v for k, v in load_yaml(bench.paths["burnin"]).items() if k != "mqtt"})
@@ -581,6 +629,7 @@ def measure(args: argparse.Namespace, scale: float, var: Path, recipe_name: str)
         "burnin_loop_latency_ms": final.get("loop_latency"),
         **analyse(recipe, seen, scale),
         **({"iv": iv_result(recipe, seen, scale)} if args.mode == "iv" else {}),
+        **({"hops": hops(bench.trace)} if bench.trace else {}),
     }
 
 
@@ -602,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-scale", type=float, default=None, help="default: 5 (iv), 300 (standard)")
     ap.add_argument("--run-seconds", type=float, default=20.0, help="a simulated calibration run (simulated s)")
     ap.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, every message seen)")
+    ap.add_argument("--trace", action="store_true", help="latency marks of every process (trackerdcs.latencytrace)")
     ap.add_argument("--reanalyse", type=Path, metavar="FOLDER", help="analyse a kept run again (nothing is run)")
     args = ap.parse_args(argv)
     scale = args.time_scale or (5.0 if args.mode == "iv" else 300.0)

@@ -102,8 +102,25 @@ FAST_FILES = {
 }  # fmt: skip
 
 
+#: The files with the most worker time in the parallel part (CI --durations, 2026-12-01), longest first. They are
+#: handed out first (longest processing time first), so that the parallel part does not end with one worker
+#: still busy with a long file picked up late while the others are idle.
+LONG_FILES = (
+    "reliability/test_fuzz.py", "julabo/test_safety_at_the_device.py", "burnin/test_stack_faults.py",
+    "caen/test_reconnect_after_outage.py", "burnin/test_stack_runs.py", "gateway/test_operator_ui.py",
+    "julabo/test_service_faults.py", "stack/test_readme_walkthrough.py", "burnin/test_ui_page.py",
+    "reliability/test_broker_kill.py",
+)  # fmt: skip
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    missing = [name for name in LONG_FILES if not (tests / name).is_file()]
+    if missing:  # a renamed file would silently lose its place
+        raise pytest.UsageError(f"tests/conftest.py LONG_FILES names files that do not exist: {missing}")
     for item in items:
         if item.path.relative_to(tests).as_posix() in FAST_FILES:
             item.add_marker(pytest.mark.fast)
+    # a stable sort: within a file, and among the other files, the collection order stays
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(rank)))

@@ -3,8 +3,11 @@
 Off unless ``TRACKERDCS_LATENCY_TRACE`` names a file when the process starts; then :func:`mark` appends one
 line per call, ``<time.perf_counter()> <pid> <tag>``. ``perf_counter`` is CLOCK_MONOTONIC on Linux, one clock
 for every process on the machine, so a benchmark can line marks from several services up against its own.
-Used by ``bench/interlock_reaction.py`` (caen-fsm: a permit message arrived, a CA put was sent). Disabled, a
-mark costs one comparison.
+Marks: every service ``status <topic> <ts>`` (a status document handed to MQTT) and ``cmd <topic>`` (a command
+arrived); caen-fsm ``msg <topic>`` (a permit message arrived) and ``ca_flushed`` (CA puts sent); the burn-in
+sequencer ``clock <wall time>`` (once), ``in <topic> <ts> <arrival>``, ``wake`` (its loop woke) and
+``out <topic> <id>`` (a command sent). Used by ``bench/interlock_reaction.py`` and ``bench/burnin_bench.py
+--trace``. Disabled, a mark costs one comparison.
 """
 
 from __future__ import annotations

@@ -341,7 +341,8 @@ class Service:
             if not force and not filt.should_publish(snapshot, now):
                 return False
             filt.mark_published(snapshot, now)
-        latencytrace.mark(f"status {topic} {snapshot['ts']:.6f}")
+        if latencytrace.enabled():
+            latencytrace.mark(f"status {topic} {snapshot['ts']:.6f}")
         if not self.publish(topic, dumps(snapshot), retain=True):
             with self._status_lock:
                 filt.forget()  # the heartbeat loop tries again within a second

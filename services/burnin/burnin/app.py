@@ -268,7 +268,8 @@ class BurninApp:
             deadline = time.time() + COMMAND_DEADLINE_S
             body = {**cmd.args, "id": ident, "deadline": deadline, "by": "burnin", "from": "burnin sequencer"}
             self.svc.publish(f"{root}/cmd/{cmd.name}", dumps(body))
-            latencytrace.mark(f"out {root}/cmd/{cmd.name} {ident}")
+            if latencytrace.enabled():
+                latencytrace.mark(f"out {root}/cmd/{cmd.name} {ident}")
         for ev in out.events:
             data = {k: v for k, v in ev.items() if k not in ("kind", "message", "severity")}
             self.svc.event(ev["kind"], ev["message"], severity=ev["severity"], uid=self.engine.uid, **data)

@@ -327,12 +327,15 @@ def ready_at(step: Any, start: float, end: float, messages: list, scale: float, 
     return end
 
 
-def published_at(topic: str, received: float, doc: dict[str, Any]) -> float:
-    """When a message was sent, by its sender's clock (one machine, one clock): a sequencer command by its
-    ``deadline`` (sent + COMMAND_DEADLINE_S), a document by its ``ts``; anything else when it arrived here."""
+def decided_at(topic: str, received: float, doc: dict[str, Any]) -> float:
+    """The time that counts for what the sequencer adds: its own commands and events by its own clock (a command's
+    ``deadline`` is sent + COMMAND_DEADLINE_S, an event's ``ts``), everything else when the broker delivered it
+    to its subscribers (the recorder's arrival time; the sequencer is one of those subscribers). From a document's
+    arrival to the sequencer's reaction is then the sequencer's own: reading it off its socket, the tick, the
+    journal, the publication."""
     if "/cmd/" in topic and str(doc.get("id", "")).startswith("burnin-") and isinstance(doc.get("deadline"), float):
         return doc["deadline"] - COMMAND_DEADLINE_S
-    if "/cmd/" not in topic and isinstance(doc.get("ts"), (int, float)):
+    if topic == "burnin/event" and isinstance(doc.get("ts"), (int, float)):
         return float(doc["ts"])
     return received
 
@@ -476,7 +479,7 @@ def analyse(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
     messages = sorted(seen.messages, key=lambda x: x[1])
     arrivals = sorted(seen.arrivals, key=lambda x: x[1])
     windows = [w for w in step_windows(messages) if w["end"] is not None]
-    published = sorted(((t, published_at(t, r, d), d) for t, r, d in arrivals), key=lambda x: x[1])
+    decided = sorted(((t, decided_at(t, r, d), d) for t, r, d in arrivals), key=lambda x: x[1])
     per_kind: dict[str, dict[str, float]] = defaultdict(
         lambda: {"n": 0, "physical_s": 0.0, "added_s": 0.0, "sequencer_s": 0.0}
     )
@@ -485,7 +488,7 @@ def analyse(recipe: Recipe, seen: Seen, scale: float) -> dict[str, Any]:
         step = recipe.steps[w["index"]]
         ready = min(max(ready_at(step, w["start"], w["end"], messages, scale, seen.acks), w["start"]), w["end"])
         physical, added = (ready - w["start"]) * scale, (w["end"] - ready) * scale
-        own = sequencer_s(step, w["start"], w["end"], published, scale) * scale
+        own = sequencer_s(step, w["start"], w["end"], decided, scale) * scale
         k = per_kind[step.kind.value]
         k["n"] += 1
         k["physical_s"] += physical

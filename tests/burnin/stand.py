@@ -135,7 +135,10 @@ class Stand:
     def _module_status(self, name: str, m: Mod, stale: set[str]) -> Source:
         """As caen-fsm publishes it: a new document only when the state changes, VMon moves by more than
         0.05 V or IMon by more than 0.0005 uA (its deadbands), or the 30 s heartbeat is due."""
-        doc = {"state": m.state(), "hv_vmon": m.vmon, "hv_imon": m.current(), "hv_channel": f"{name}_hv"}
+        doc = {
+            "state": m.state(), "hv_vmon": m.vmon, "hv_imon": m.current(), "hv_channel": f"{name}_hv",
+            "hv_v0set": m.v0set,
+        }  # fmt: skip
         last = self.published.get(name)
         if (
             last is None
@@ -163,7 +166,6 @@ class Stand:
             online={n: n not in self.offline for n in ("caen", "julabo", "ph2acf", "interlock")},
             caen=src({"state": "X"}, "caen"),
             modules={n: self._module_status(n, m, stale) for n, m in self.modules.items()},
-            channels={f"{n}_hv": src({"v0set": m.v0set}, "caen") for n, m in self.modules.items()},
             julabo=src(
                 {"state": self.chiller, "bath_temp": self.bath, "setpoint": self.setpoint, "active_setpoint": 1},
                 "julabo",

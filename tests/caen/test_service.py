@@ -12,7 +12,9 @@ from trackerdcs.client import CommandFailed
 
 pytestmark = pytest.mark.timeout(60)
 
-MODULE_FIELDS = {"module", "state", "lv_channel", "hv_channel", "lv_vmon", "lv_imon", "hv_vmon", "hv_imon", "ts"}
+MODULE_FIELDS = {
+    "module", "state", "lv_channel", "hv_channel", "lv_vmon", "lv_imon", "hv_vmon", "hv_imon", "hv_v0set", "ts",
+}  # fmt: skip
 CHANNEL_FIELDS = {
     "channel",
     "module",

@@ -94,10 +94,12 @@ class BurninApp:
         self._wake = threading.Event()  #: set by every status message and reply: the loop ticks at once
         self._thread: threading.Thread | None = None
         r = settings.roots
-        self._channel_prefix = f"{r.caen}/status/channel/"
         self._roots = {"caen": r.caen, "julabo": r.julabo, "ph2acf": r.ph2acf, "interlock": r.interlock}
         self._subscriptions = [
-            f"{r.caen}/status/#",
+            # the system and module documents only: the channel documents (twice as many, changing with every
+            # reading) would only load the MQTT thread; a module document carries what the sequencer needs
+            f"{r.caen}/status",
+            f"{r.caen}/status/module/+",
             f"{r.julabo}/status",
             f"{r.ph2acf}/status",
             f"{r.env}/+",
@@ -174,8 +176,7 @@ class BurninApp:
             self._wake_now()
             return
         self._latest[topic] = (doc, time.time(), self.clock.now())
-        if not topic.startswith(self._channel_prefix):  # channel documents are read, never waited for
-            self._wake_now()
+        self._wake_now()
 
     def _wake_now(self) -> None:
         if not self._wake.is_set():
@@ -198,20 +199,16 @@ class BurninApp:
             return Source(doc, age, at, stamped)
 
         modules: dict[str, Source] = {}
-        channels: dict[str, Source] = {}
         env: dict[str, Source] = {}
         for topic in list(self._latest):
             if topic.startswith(f"{r.caen}/status/module/"):
                 modules[topic.rsplit("/", 1)[1]] = src(topic)
-            elif topic.startswith(f"{r.caen}/status/channel/"):
-                channels[topic.rsplit("/", 1)[1]] = src(topic)
             elif topic.startswith(f"{r.env}/"):
                 env[topic.split("/", 1)[1]] = src(topic)
         return World(
             online={name: self._online.get(root, False) for name, root in self._roots.items()},
             caen=src(f"{r.caen}/status"),
             modules=modules,
-            channels=channels,
             julabo=src(f"{r.julabo}/status"),
             ph2acf=src(f"{r.ph2acf}/status"),
             interlock=src(f"{r.interlock}/status"),

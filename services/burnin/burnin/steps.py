@@ -355,10 +355,8 @@ class IvRunner(Runner):
         )
         v0 = {}
         for m in mods:
-            ch = w.modules[m].get("hv_channel")
-            src = w.channels.get(ch) if ch else None
             bias = s.modules[m].bias_v
-            v0[m] = bias if bias is not None else (src.get("v0set") if src else None)
+            v0[m] = bias if bias is not None else w.modules[m].get("hv_v0set")
         self._send(ctx, self.scan.begin(now, v0))
         return Progress(message="IV scan started")
 

@@ -41,7 +41,6 @@ class World:
     online: Mapping[str, bool] = field(default_factory=dict)  #: service -> availability "online"
     caen: Source = Source()
     modules: Mapping[str, Source] = field(default_factory=dict)  #: caen/status/module/<m>
-    channels: Mapping[str, Source] = field(default_factory=dict)  #: caen/status/channel/<c>
     julabo: Source = Source()
     ph2acf: Source = Source()
     interlock: Source = Source()

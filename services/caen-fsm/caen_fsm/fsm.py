@@ -326,6 +326,9 @@ class ModuleModel:
             "lv_imon": _num(self.lv.values.get("IMon")),
             "hv_vmon": _num(self.hv.values.get("VMon")),
             "hv_imon": _num(self.hv.values.get("IMon")),
+            # the bias a switch-on ramps to: a client that drives the module (the burn-in's IV scan restores it)
+            # needs no subscription to the channel documents
+            "hv_v0set": _num(self.hv.values.get("V0Set")),
         }
 
 

@@ -327,18 +327,30 @@ class DcsClient:
                 self._watchers = [(p, cb) for p, cb in self._watchers if cb is not on_status]
 
     # ------------------------------------------------------------------ status
-    def subscribe(self, patterns: Iterable[str]) -> None:
-        """Follow topics; their latest (retained) messages are kept for :meth:`latest`."""
+    def subscribe(self, patterns: Iterable[str], timeout: float = 5.0) -> bool:
+        """Follow topics; their latest (retained) messages are kept for :meth:`latest`. Returns once the broker
+        has acknowledged the new subscriptions (so a message published after this returns is seen), or after
+        ``timeout``: False then (and when called on the network thread, which cannot wait for itself)."""
+        mids = []
         for pattern in patterns:
             if pattern not in self._subscriptions:
                 self._subscriptions.add(pattern)
-                self.client.subscribe(pattern, qos=1)
+                rc, mid = self.client.subscribe(pattern, qos=1)
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    mids.append(mid)
+        if not mids:
+            return True
+        if not self._connected.is_set() or threading.current_thread() is getattr(self.client, "_thread", None):
+            return False
+        with self._acked_cond:
+            return self._acked_cond.wait_for(lambda: all(m in self._acked for m in mids), timeout)
 
-    def watch(self, pattern: str, callback: Callable[[Message], None]) -> None:
-        """Call ``callback(message)`` (on the network thread) for every message matching ``pattern``."""
+    def watch(self, pattern: str, callback: Callable[[Message], None]) -> bool:
+        """Call ``callback(message)`` (on the network thread) for every message matching ``pattern`` published
+        from now on (and the retained ones). Returns once the broker has the subscription (see :meth:`subscribe`)."""
         with self._lock:
             self._watchers.append((pattern, callback))
-        self.subscribe([pattern])
+        return self.subscribe([pattern])
 
     def latest(self, pattern: str = "#") -> dict[str, Message]:
         """The newest message of every topic seen so far that matches ``pattern``."""

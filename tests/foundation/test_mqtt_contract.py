@@ -190,6 +190,21 @@ def test_events_are_published_with_kind_severity_and_time(service, monitor):
     assert doc["kind"] == "trip" and doc["severity"] == "alarm" and doc["channel"] == "HV1" and doc["ts"] > 0
 
 
+def test_a_watch_is_in_place_when_it_returns_so_an_event_published_right_after_is_seen(service, broker):
+    """A test or script that watches, then acts, must not miss the first reaction: watch() returns once the
+    broker has acknowledged the subscription (it did not wait before; an interlock event published within a
+    millisecond of the watch was lost on a loaded machine)."""
+    for k in range(10):
+        with DcsClient(broker.settings("operator")) as client:
+            seen: list[Message] = []
+            assert client.watch("caen/event", seen.append) is True  # acknowledged by the broker
+            service.event("trip", f"trip #{k}", severity="alarm")
+            deadline = time.monotonic() + 5
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert [m.json()["message"] for m in seen] == [f"trip #{k}"], "an event right after watch() was missed"
+
+
 def test_health_reports_version_uptime_resources_and_counters(service, monitor):
     service._publish_health()
     doc = monitor.wait_for("caen/health", timeout=5).json()

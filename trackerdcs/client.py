@@ -162,7 +162,9 @@ class DcsClient:
         False if the broker did not answer within ``timeout``."""
         _, mid = self.client.subscribe(self.reply_topic, qos=1)
         with self._acked_cond:
-            return self._acked_cond.wait_for(lambda: mid in self._acked, timeout)
+            done = self._acked_cond.wait_for(lambda: mid in self._acked, timeout)
+            self._acked.discard(mid)
+            return done
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         message = Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.time())
@@ -343,7 +345,9 @@ class DcsClient:
         if not self._connected.is_set() or threading.current_thread() is getattr(self.client, "_thread", None):
             return False
         with self._acked_cond:
-            return self._acked_cond.wait_for(lambda: all(m in self._acked for m in mids), timeout)
+            done = self._acked_cond.wait_for(lambda: all(m in self._acked for m in mids), timeout)
+            self._acked.difference_update(mids)  # message ids come round again (16 bits)
+            return done
 
     def watch(self, pattern: str, callback: Callable[[Message], None]) -> bool:
         """Call ``callback(message)`` (on the network thread) for every message matching ``pattern`` published

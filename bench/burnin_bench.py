@@ -6,17 +6,21 @@ bridge, the environment sensors, the sequencer), time-scaled.
 time (ramps + settling, :meth:`burnin.recipe.IvProfile.physical_s`). Target: at most 5 % longer.
 
 ``standard``: the whole standard burn-in (``services/burnin/recipes/standard-burnin.yml``, 127 steps) on the
-same 10-module stand. For every step the bench takes, from the messages it sees itself (each document's own
-``ts``), the moment the step's condition was met: a wait's duration, an IV scan's physical time, the carrier
-sensor within tolerance for ``stable_for``, the modules in the target state, the chiller running, the Ph2_ACF
-run back to IDLE, the prompt acknowledged. What the sequencer adds is the rest: the time from that moment to the
-step's end, plus the gaps between steps. Target: less than 1 % of the physical waiting time.
+same 10-module stand. A recorder (``mosquitto_sub``) keeps every message with the broker's delivery time. For
+every step the bench takes, from each document's own ``ts``, the moment the step's condition was met: a wait's
+duration, an IV scan's physical time, the carrier sensor within tolerance for ``stable_for``, the modules in the
+target state, the chiller running, the Ph2_ACF run back to IDLE, the prompt acknowledged. Added is the rest: the
+time from that moment to the step's end, plus the gaps between steps. Of it, the sequencer's own share runs from
+the delivery of what decided the step (or its own timer) to its reaction by its own clock (:func:`sequencer_s`);
+the remainder is the rest of the stack. Target: the sequencer adds less than 1 % of the physical waiting time.
 
 Every figure is in simulated seconds (real seconds x time scale); a real latency L adds L x scale, so the share
-grows with the scale: the bench says the real latency per step as well.
+grows with the scale: the bench says the real latency per step as well. ``--trace`` adds the latency of every
+hop from the processes' own marks (:mod:`trackerdcs.latencytrace`); ``--keep`` keeps the run, ``--reanalyse``
+analyses a kept run again.
 
-    .venv/bin/python bench/burnin_bench.py iv --time-scale 5
-    .venv/bin/python bench/burnin_bench.py standard --time-scale 300
+    .venv/bin/python bench/burnin_bench.py iv --time-scale 2
+    .venv/bin/python bench/burnin_bench.py standard --time-scale 30 --trace
 
 Writes bench/results/burnin_<mode>_x<scale>.json.
 """

@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,20 +125,28 @@ def write_stand(var: Path, scale: float) -> dict[str, Path]:
 
 @dataclass
 class Seen:
-    """What the bench saw: documents by their own ``ts``, every message by its arrival, the prompts it acknowledged."""
+    """What the bench saw: every message by its arrival, and the prompts it acknowledged."""
 
-    messages: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     #: (topic, received, doc): when each document reached the broker's subscribers, the sequencer among them
     arrivals: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     acks: list[float] = field(default_factory=list)
 
+    @property
+    def messages(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """(topic, ts, doc) of every document (not the commands and replies), by its own ``ts`` (else its arrival)."""
+        return [
+            (t, float(d["ts"]) if isinstance(d.get("ts"), (int, float)) else r, d)
+            for t, r, d in self.arrivals
+            if "/cmd/" not in t and not t.endswith("/reply")
+        ]
+
     def dump(self, path: Path) -> None:
-        path.write_text(json.dumps({"messages": self.messages, "arrivals": self.arrivals, "acks": self.acks}))
+        path.write_text(json.dumps({"arrivals": self.arrivals, "acks": self.acks}))
 
     @classmethod
     def load(cls, path: Path) -> Seen:
         raw = json.loads(path.read_text())
-        return cls(*([tuple(x) for x in raw[k]] for k in ("messages", "arrivals")), raw["acks"])
+        return cls([tuple(x) for x in raw["arrivals"]], raw["acks"])
 
 
 class Bench:
@@ -190,9 +199,6 @@ class Bench:
             if not isinstance(doc, dict):
                 continue
             seen.arrivals.append((topic, float(received), doc))
-            if "/cmd/" not in topic and not topic.endswith("/reply"):
-                ts = doc.get("ts") if isinstance(doc.get("ts"), (int, float)) else float(received)
-                seen.messages.append((topic, float(ts), doc))
         self.seen = seen
         return seen
 
@@ -359,8 +365,8 @@ def _reply_at(arrivals: list, service: str, ident: Any, until: float) -> float |
 
 def _iv_sequencer_s(step: Any, start: float, end: float, arrivals: list, scale: float) -> float:
     """Real seconds the sequencer added to an IV scan: on the module that finished last, every gap between the
-    moment it could know (the status showing the point reached was sent, and its settling was over) and its next
-    command; then the gap between the last module seen off (and the last reply sent) and the step's end."""
+    moment it could know (the status showing the point reached delivered, and its settling over) and its next
+    command; then the gap between the last module seen off (and the last reply delivered) and the step's end."""
     prof = step.params["profile"]
     settle = prof.settle_s / scale
     window = [a for a in arrivals if start <= a[1] <= end]
@@ -378,13 +384,13 @@ def _iv_sequencer_s(step: Any, start: float, end: float, arrivals: list, scale: 
             continue
         first_cmd = min(first_cmd, cmds[0][0])
         added, known = 0.0, start
-        for (c_at, cmd), (n_at, nxt) in itertools.pairwise(cmds):
+        for i, ((c_at, cmd), (n_at, nxt)) in enumerate(itertools.pairwise(cmds)):
             if not cmd.get("param"):  # hv_off: what follows is the V0Set restore, sent with it
                 continue
             target = abs(float(cmd["value"]))
             if nxt.get("param") == "V0Set" and target == 0.0 and abs(float(nxt["value"])) > 0:
                 continue  # V0Set 0 ... then the restore: not a scan point
-            if target == 0.0 and nxt.get("param") is None and cmds.index((c_at, cmd)) > 0:
+            if target == 0.0 and nxt.get("param") is None and i > 0:
                 # ramped down: hv_off once |VMon| <= SAFE_V (or the module is off)
                 hit = next(((r, d) for r, d in status[m] if r >= c_at and (
                     d.get("state") in HV_IS_OFF or abs(d.get("hv_vmon") or 0.0) <= SAFE_V)), None)  # fmt: skip
@@ -413,9 +419,8 @@ def _iv_sequencer_s(step: Any, start: float, end: float, arrivals: list, scale: 
 
 def sequencer_s(step: Any, start: float, end: float, messages: list, scale: float) -> float:
     """Real seconds between the moment the sequencer could know that ``step`` was done (the document or reply
-    that said so was sent, or its own timer ran out) and the step's end, on the senders' clocks (``messages``:
-    (topic, sent, doc)): what the sequencer adds apart from the devices and the other services (the broker's
-    delivery to it included)."""
+    that said so was delivered by the broker, or its own timer ran out) and the step's end (``messages``:
+    (topic, :func:`decided_at`, doc)): what the sequencer adds apart from the devices and the other services."""
     p = step.params
     window = [a for a in messages if start <= a[1] <= end]
     if step.kind == StepKind.WAIT:
@@ -662,8 +667,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reanalyse", type=Path, metavar="FOLDER", help="analyse a kept run again (nothing is run)")
     args = ap.parse_args(argv)
     scale = args.time_scale or (5.0 if args.mode == "iv" else 300.0)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"burnin_{args.mode}_x{scale:g}.json"
     if args.reanalyse:
         result = reanalyse(args.reanalyse, json.loads((args.reanalyse / "result.json").read_text()))
     else:
@@ -673,9 +676,9 @@ def main(argv: list[str] | None = None) -> int:
             (var / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             print(f"stack folder kept: {var}")
         else:
-            import shutil
-
             shutil.rmtree(var, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"burnin_{args.mode}_x{result['time_scale']:g}.json"  # a reanalysed run: its own scale
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "worst_steps"}, indent=2))
     return 0 if result["final_state"] == "DONE" else 1

@@ -461,7 +461,8 @@ class Service:
         command = self.topics.command_name(msg.topic)
         if command is None:
             return
-        latencytrace.mark(f"cmd {msg.topic}")
+        if latencytrace.enabled():
+            latencytrace.mark(f"cmd {msg.topic}")
         props = getattr(msg, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
